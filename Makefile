@@ -1,0 +1,41 @@
+# timebok: `make demo` and `make test` do all set-up on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint test test-unit test-integration demo bench chaos schema clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install timebok with its dev tools
+
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP)  ## all tests: unit, integration (real Redis + PostgreSQL), e2e (worker processes)
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP)  ## only the pure unit tests
+	$(BIN)/python -m pytest -q tests/unit
+
+schema: $(STAMP)  ## regenerate schemas/booking-request.schema.json
+	$(BIN)/python -m worker.request > schemas/booking-request.schema.json
+
+demo: $(STAMP)  ## run the whole booking flow on embedded defaults and print the inbox
+	$(BIN)/timebok demo
+
+bench: $(STAMP)  ## throughput benchmark against Celery's own ceiling
+	$(BIN)/timebok bench
+
+clean:  ## remove the virtualenv and local state
+	rm -rf $(VENV) .timebok .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,159 @@
+"""Frozen dataclasses the mappers build XML from and parse XML into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mappers.codes import (
+    AppointmentType,
+    AppRecError,
+    AppRecStatus,
+    Process,
+    RelationCode,
+    ReplyCode,
+    RequestCode,
+)
+
+
+@dataclass(frozen=True)
+class Party:
+    """A communication party: an organisation with a HER-id, optionally a level-2 unit."""
+
+    her_id: str
+    name: str
+    unit: Party | None = None
+
+    @property
+    def address(self) -> str:
+        """The HER-id that addresses this party on the transport (the unit when present)."""
+        return self.unit.her_id if self.unit is not None else self.her_id
+
+
+@dataclass(frozen=True)
+class Person:
+    """A citizen: the patient, or someone acting on the patient's behalf."""
+
+    fnr: str
+    given_name: str
+    family_name: str
+    phone: str | None = None
+
+
+@dataclass(frozen=True)
+class Practitioner:
+    """The health professional an appointment is with."""
+
+    name: str
+    her_id: str | None = None
+    hpr: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationRef:
+    """MsgHead ConversationRef: the message answered and the one that opened the dialogue."""
+
+    ref_to_parent: str
+    ref_to_conversation: str
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """MsgHead MsgInfo: who sends what to whom, about which patient."""
+
+    process: Process
+    msg_id: str
+    gen_date: datetime
+    sender: Party
+    receiver: Party
+    patient: Person | None = None
+    conversation: ConversationRef | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One xCal vevent: an appointment or a requested slot."""
+
+    uid: str
+    start: datetime
+    end: datetime
+    contact: str  # HER-id of the party owning the appointment
+    related_to: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    location: str | None = None
+    appointment_type: AppointmentType | None = None  # carried as categories "7617:<code>"
+    service: str | None = None  # x-servicetype
+    status: str | None = None  # RFC 5545 STATUS: CONFIRMED / CANCELLED / TENTATIVE
+    url: str | None = None  # video link
+
+
+@dataclass(frozen=True)
+class Relation:
+    """Pasientrelasjon: the person acting for the patient and how (code list 7611)."""
+
+    person: Person
+    code: RelationCode
+
+
+@dataclass(frozen=True)
+class Request:
+    """Dialogmelding Foresporsel: a function of code list 7601 with its texts."""
+
+    code: RequestCode
+    subject: str | None = None  # EmneSporsmal, <= 50 characters
+    text: str | None = None  # Sporsmal
+    practitioner: Practitioner | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Dialogmelding Notat: a code-list 7602 outcome, its reason text and the request answered."""
+
+    code: ReplyCode
+    text: str | None = None  # TekstNotatInnhold
+    request: Request | None = None  # the original Foresporsel nested in the Notat
+    practitioner: Practitioner | None = None
+
+
+@dataclass(frozen=True)
+class DialogMessage:
+    """A whole MsgHead + Dialogmelding (+ xCal, + Pasientrelasjon) business message."""
+
+    envelope: Envelope
+    request: Request | None = None
+    reply: Reply | None = None
+    event: Event | None = None
+    relation: Relation | None = None
+
+
+@dataclass(frozen=True)
+class OriginalMsgRef:
+    """AppRec OriginalMsgId: the message a receipt is about."""
+
+    msg_type: str
+    issue_date: datetime
+    msg_id: str
+
+
+@dataclass(frozen=True)
+class ReceiptError:
+    """One AppRec Error: a code of list 8221 and its text."""
+
+    code: AppRecError | str
+    text: str = ""
+    details: str | None = None
+
+
+@dataclass(frozen=True)
+class AppRec:
+    """An application receipt (AppRec 1.0 or 1.1)."""
+
+    msg_id: str
+    gen_date: datetime
+    sender: Party
+    receiver: Party
+    status: AppRecStatus
+    original: OriginalMsgRef
+    errors: tuple[ReceiptError, ...] = field(default_factory=tuple)
+    version: str = "1.1"

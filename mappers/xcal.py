@@ -1,0 +1,144 @@
+"""xCal (RFC 6321): one appointment `Event` as icalendar/vcalendar/vevent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import lru_cache
+
+from lxml import etree
+
+from mappers.codes import NS_XCAL, AppointmentType
+from mappers.errors import SchemaInvalid
+from mappers.model import Event
+from mappers.xmlsafe import child, clone, format_datetime, guarded, new_root, parse_datetime, sub
+
+PRODID = "-//timebok//NONSGML timebok//NB"
+VERSION = "2.0"
+CATEGORY_PREFIX = "7617:"  # [our choice] appointment type as categories "7617:<code>"
+
+
+def q(name: str) -> str:
+    """A qualified xCal element name."""
+    return f"{{{NS_XCAL}}}{name}"
+
+
+ICALENDAR = q("icalendar")
+_VCALENDAR, _VEVENT = q("vcalendar"), q("vevent")
+_PROPERTIES, _COMPONENTS = q("properties"), q("components")
+_TEXT, _DATE_TIME, _URI = q("text"), q("date-time"), q("uri")
+
+
+# ---------------------------------------------------------------------------- build
+# Speed: the whole icalendar tree for a given set of properties is built once and cached;
+# a message clones it and fills the values in, instead of creating ~30 elements.
+
+_OPTIONAL = (
+    "related-to",
+    "summary",
+    "description",
+    "location",
+    "categories",
+    "status",
+    "url",
+    "x-servicetype",
+)
+_KINDS = {"url": _URI, "dtstamp": _DATE_TIME, "dtstart": _DATE_TIME, "dtend": _DATE_TIME}
+
+
+@guarded
+def build(event: Event, *, stamp: datetime | None = None) -> etree._Element:
+    """An icalendar root with one vevent; `stamp` becomes DTSTAMP (when the event was sent)."""
+    values = _values(event, stamp)
+    root = clone(_calendar(tuple(name for name, _ in values)))
+    props = root[0][1][0][0]  # vcalendar/components/vevent/properties
+    for prop, (_, value) in zip(props, values, strict=True):
+        prop[0].text = value
+    return root
+
+
+def _values(event: Event, stamp: datetime | None) -> list[tuple[str, str]]:
+    """(property, value) pairs in document order; RFC 6321 has no empty values, so an empty
+    optional text is left out."""
+    category = None if event.appointment_type is None else CATEGORY_PREFIX + event.appointment_type
+    optional = (
+        event.related_to,
+        event.summary,
+        event.description,
+        event.location,
+        category,
+        event.status,
+        event.url,
+        event.service,
+    )
+    values = [("uid", event.uid)]
+    if stamp is not None:
+        values.append(("dtstamp", format_datetime(stamp, "dtstamp")))
+    values.append(("dtstart", format_datetime(event.start, "dtstart")))
+    values.append(("dtend", format_datetime(event.end, "dtend")))
+    values.append(("contact", event.contact))
+    values.extend((name, value) for name, value in zip(_OPTIONAL, optional, strict=True) if value)
+    return values
+
+
+@lru_cache(maxsize=256)
+def _calendar(names: tuple[str, ...]) -> etree._Element:
+    """icalendar/vcalendar (prodid, version) with one vevent holding empty `names` properties."""
+    root = new_root(ICALENDAR, NS_XCAL)
+    vcalendar = sub(root, _VCALENDAR)
+    calendar_properties = sub(vcalendar, _PROPERTIES)
+    sub(sub(calendar_properties, q("prodid")), _TEXT, PRODID)
+    sub(sub(calendar_properties, q("version")), _TEXT, VERSION)
+    props = sub(sub(sub(vcalendar, _COMPONENTS), _VEVENT), _PROPERTIES)
+    for name in names:
+        sub(sub(props, q(name)), _KINDS.get(name, _TEXT))
+    return root
+
+
+# ---------------------------------------------------------------------------- parse
+
+
+def parse(root: etree._Element) -> Event:
+    """An Event from a schema-valid icalendar root (aware datetimes, zone as sent)."""
+    vevent = child(child(child(root, _VCALENDAR), _COMPONENTS), _VEVENT)
+    values = {
+        etree.QName(prop).localname: (prop[0].text or "") if len(prop) else ""
+        for prop in child(vevent, _PROPERTIES)
+    }
+    get: Callable[[str], str | None] = values.get
+    return Event(
+        uid=_required(values, "uid"),
+        start=parse_datetime(_required(values, "dtstart"), "vevent/dtstart"),
+        end=parse_datetime(_required(values, "dtend"), "vevent/dtend"),
+        contact=_required(values, "contact"),
+        related_to=get("related-to"),
+        summary=get("summary"),
+        description=get("description"),
+        location=get("location"),
+        appointment_type=_appointment_type(get("categories")),
+        service=get("x-servicetype"),
+        status=get("status"),
+        url=get("url"),
+    )
+
+
+def _required(values: dict[str, str], name: str) -> str:
+    """A property the profile requires."""
+    value = values.get(name)
+    if not value:
+        raise SchemaInvalid([f"vevent/{name} is missing"])
+    return value
+
+
+def _appointment_type(category: str | None) -> AppointmentType | None:
+    """The 7617 appointment type from categories.
+
+    A code outside timebok's subset (vaccine, lab, group ...) is still a real appointment
+    the clinic published, so it is read as "no known type" rather than refused.
+    """
+    if category is None or not category.startswith(CATEGORY_PREFIX):
+        return None
+    try:
+        return AppointmentType(category.removeprefix(CATEGORY_PREFIX))
+    except ValueError:
+        return None

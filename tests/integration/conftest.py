@@ -1,0 +1,84 @@
+"""A real stack: Redis DB + PostgreSQL schema + a `timebok worker` subprocess."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Queue
+
+from tests.conftest import PG_URL, ROOT, WorkerProcess, wait_for
+from worker.adapters.migrate import upgrade
+from worker.bootstrap import Deps, bootstrap
+from worker.settings import Settings
+
+
+@dataclass
+class Stack:
+    """Settings, in-process deps (for assertions) and the worker subprocess."""
+
+    settings: Settings
+    deps: Deps
+    env: dict[str, str]
+    worker: WorkerProcess
+
+    def drain(
+        self, queue: str, expect: int, timeout: float = 20.0
+    ) -> list[tuple[bytes, dict[str, object]]]:
+        """Take exactly `expect` raw messages off a queue (fails on timeout)."""
+        got: list[tuple[bytes, dict[str, object]]] = []
+        with Connection(self.settings.epj_url) as conn:
+            simple = conn.SimpleQueue(Queue(queue, durable=True), no_ack=False)
+
+            def take() -> bool:
+                try:
+                    m = simple.get(block=True, timeout=0.2)
+                except simple.Empty:
+                    return len(got) >= expect
+                got.append(
+                    (m.body if isinstance(m.body, bytes) else m.body.encode(), dict(m.headers))
+                )
+                m.ack()
+                return len(got) >= expect
+
+            wait_for(take, timeout, 0, f"{expect} message(s) on {queue}")
+            simple.close()
+        return got
+
+    def depth(self, queue: str) -> int:
+        """Messages waiting on a queue."""
+        return self.deps.epj.depth(queue)
+
+    def publish_raw(self, body: bytes, headers: dict[str, str]) -> None:
+        """Put raw bytes on our inbound queue, as an EPJ system would."""
+        from worker.adapters.epj import Envelope
+
+        self.deps.epj.publish(Envelope(self.settings.inbound_queue, body, headers))
+
+
+@pytest.fixture(scope="module")
+def stack(
+    redis_url: str, pg_schema: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Migrated PostgreSQL schema + worker process on a private Redis DB."""
+    env = {
+        **os.environ,
+        "TIMEBOK_BROKER_URL": redis_url,
+        "TIMEBOK_DATABASE_URL": PG_URL,
+        "TIMEBOK_DATABASE_SCHEMA": pg_schema,
+        "TIMEBOK_LOG_FORMAT": "json",
+        "PYTHONPATH": str(ROOT),
+    }
+    settings = Settings(broker_url=redis_url, database_url=PG_URL, database_schema=pg_schema)
+    deps = bootstrap(settings)
+    upgrade(deps.store.engine)
+    log = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
+    worker = WorkerProcess(env, log).start()
+    try:
+        yield Stack(settings, deps, env, worker)
+    finally:
+        worker.stop()
+        deps.store.engine.dispose()

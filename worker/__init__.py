@@ -1,0 +1,1 @@
+"""timebok: the integration worker between the patient portal and clinic EPJ systems."""

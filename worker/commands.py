@@ -1,0 +1,369 @@
+"""The verbs of `timebok`: each parses its options and calls one handler."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from worker import views
+from worker.settings import Settings
+
+
+def register(sub: Any) -> None:
+    """Add every verb to the subparsers object."""
+    _worker(sub)
+    _beat(sub)
+    _migrate(sub)
+    _submit(sub)
+    _booking(sub)
+    _inbox(sub)
+    _appointments(sub)
+    _ics(sub)
+    _validate(sub)
+    _dlq(sub)
+    _status(sub)
+    _sim(sub)
+    _demo(sub)
+    _bench(sub)
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="machine-readable JSON output")
+
+
+def _deps(settings: Settings) -> Any:
+    from worker.bootstrap import bootstrap
+
+    return bootstrap(settings)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+def _worker(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run a Celery worker (intake + inbound EPJ consumer)")
+    p.add_argument("-c", "--concurrency", type=int, default=2, help="pool processes (2)")
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--pool", default="prefork", help="prefork (default), solo or threads")
+    p.add_argument("-n", "--hostname", default=None, help="node name (default timebok@%%h)")
+    p.set_defaults(handler=run_worker)
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Start a worker after checking the database is migrated."""
+    from worker.app import create_app
+    from worker.constants import MAINTENANCE_QUEUE, REQUESTS_QUEUE
+    from worker.errors import NotMigrated
+
+    try:
+        _deps(settings).store.check_migrated()
+    except NotMigrated as exc:
+        print(f"timebok: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    argv = [
+        "worker",
+        f"--queues={REQUESTS_QUEUE},{MAINTENANCE_QUEUE}",
+        f"--concurrency={args.concurrency}",
+        f"--loglevel={args.loglevel}",
+        f"--pool={args.pool}",
+        f"--hostname={args.hostname or 'timebok@%h'}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    app.worker_main(argv)
+    return 0
+
+
+def _beat(sub: Any) -> None:
+    p = sub.add_parser("beat", help="run the scheduler (outbox relay, timeouts)")
+    p.add_argument("--schedule", default=".timebok/celerybeat-schedule", help="state file")
+    p.set_defaults(handler=run_beat)
+
+
+def run_beat(args: argparse.Namespace, settings: Settings) -> int:
+    """Start Celery beat with timebok's schedule."""
+    from worker.app import create_app
+
+    Path(args.schedule).parent.mkdir(parents=True, exist_ok=True)
+    create_app(settings).start(["beat", f"--schedule={args.schedule}", "--loglevel=INFO"])
+    return 0
+
+
+def _migrate(sub: Any) -> None:
+    p = sub.add_parser("migrate", help="apply database migrations (run before workers start)")
+    p.set_defaults(handler=run_migrate)
+
+
+def run_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    """Upgrade the database to the newest migration."""
+    from worker.adapters.migrate import current_revision, upgrade
+
+    deps = _deps(settings)
+    if settings.database_schema and deps.store.is_postgres:
+        from sqlalchemy import text
+
+        with deps.store.engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{settings.database_schema}"'))
+    upgrade(deps.store.engine)
+    print(f"database at migration {current_revision(deps.store.engine)}")
+    return 0
+
+
+# -- intake ------------------------------------------------------------------------------------
+
+
+def _submit(sub: Any) -> None:
+    p = sub.add_parser("submit", help="send a booking request (JSON file or - for stdin)")
+    p.add_argument("file", help="request JSON (see schemas/booking-request.schema.json)")
+    _json_flag(p)
+    p.set_defaults(handler=run_submit)
+
+
+def run_submit(args: argparse.Namespace, settings: Settings) -> int:
+    """Queue the request on booking.requests exactly as the portal would."""
+    from worker.app import create_app
+    from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+    from worker.outbound import payload_id
+
+    raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+    try:
+        payload: Any = json.loads(raw)
+    except ValueError:
+        payload = raw  # the worker stores it as INVALID with the JSON error
+    app = create_app(settings)
+    app.send_task(SUBMIT_TASK, args=[payload], queue=REQUESTS_QUEUE)
+    booking_id = payload_id(payload)
+    data = {"booking_id": booking_id, "queue": REQUESTS_QUEUE, "queued": True}
+    from worker.cli import emit
+
+    emit(args, data, lambda d: f"queued booking {d['booking_id']} on {d['queue']}")
+    return 0
+
+
+def _booking(sub: Any) -> None:
+    p = sub.add_parser("booking", help="a booking's state, history and messages")
+    p.add_argument("id", help="the request_id")
+    _json_flag(p)
+    p.set_defaults(handler=run_booking)
+
+
+def run_booking(args: argparse.Namespace, settings: Settings) -> int:
+    """Show one booking."""
+    from worker.cli import emit
+    from worker.render import booking_text
+
+    emit(args, views.booking(_deps(settings), args.id), booking_text)
+    return 0
+
+
+# -- the patient's view ------------------------------------------------------------------------
+
+
+def _inbox(sub: Any) -> None:
+    p = sub.add_parser("inbox", help="a patient's inbox notifications")
+    p.add_argument("fnr", help="the patient's fødselsnummer")
+    _json_flag(p)
+    p.set_defaults(handler=run_inbox)
+
+
+def run_inbox(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the inbox."""
+    from worker.cli import emit
+    from worker.render import inbox_text
+
+    emit(args, views.inbox(_deps(settings), args.fnr), inbox_text)
+    return 0
+
+
+def _appointments(sub: Any) -> None:
+    p = sub.add_parser("appointments", help="a patient's appointments (Timeavtaler)")
+    p.add_argument("fnr", help="the patient's fødselsnummer")
+    _json_flag(p)
+    p.set_defaults(handler=run_appointments)
+
+
+def run_appointments(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the appointments."""
+    from worker.cli import emit
+    from worker.render import appointments_text
+
+    emit(args, views.appointments(_deps(settings), args.fnr), appointments_text)
+    return 0
+
+
+def _ics(sub: Any) -> None:
+    p = sub.add_parser("ics", help="export one appointment as an .ics calendar file")
+    p.add_argument("uid", help="the appointment uid")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(handler=run_ics)
+
+
+def run_ics(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the .ics file."""
+    from worker.ics import to_ics
+
+    data = to_ics(views.appointment(_deps(settings), args.uid))
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+    return 0
+
+
+# -- operations --------------------------------------------------------------------------------
+
+
+def _validate(sub: Any) -> None:
+    p = sub.add_parser("validate", help="validate an XML message and explain every error")
+    p.add_argument("file", help="MsgHead or AppRec XML document")
+    _json_flag(p)
+    p.set_defaults(handler=run_validate)
+
+
+def run_validate(args: argparse.Namespace, _settings: Settings) -> int:
+    """Exit 0 when valid, 1 with one plain line per problem otherwise."""
+    from mappers.explain import explain
+    from worker.cli import emit
+
+    problems = explain(Path(args.file).read_bytes())
+    data = {"file": args.file, "valid": not problems, "errors": problems}
+    emit(args, data, lambda d: "valid" if d["valid"] else "\n".join(d["errors"]))
+    return 0 if not problems else 1
+
+
+_AGE = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_age(text: str) -> timedelta:
+    """'30d', '12h', '15m', '45s' -> timedelta."""
+    m = _AGE.match(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError("use a number and a unit: 45s, 15m, 12h or 30d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
+    return timedelta(**{unit: int(m.group(1))})
+
+
+def _dlq(sub: Any) -> None:
+    p = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
+    dsub = p.add_subparsers(metavar="ACTION", required=True)
+    ls = dsub.add_parser("list", help="dead letters not yet replayed")
+    ls.add_argument("--all", action="store_true", help="include replayed ones")
+    _json_flag(ls)
+    ls.set_defaults(handler=run_dlq_list)
+    show = dsub.add_parser("show", help="one dead letter with its raw payload")
+    show.add_argument("id", type=int)
+    _json_flag(show)
+    show.set_defaults(handler=run_dlq_show)
+    replay = dsub.add_parser("replay", help="run a dead letter through the normal path again")
+    replay.add_argument("id", type=int)
+    _json_flag(replay)
+    replay.set_defaults(handler=run_dlq_replay)
+    purge = dsub.add_parser("purge", help="delete dead letters older than an age")
+    purge.add_argument("--older-than", type=parse_age, required=True, help="e.g. 30d, 12h")
+    _json_flag(purge)
+    purge.set_defaults(handler=run_dlq_purge)
+
+
+def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    """List dead letters."""
+    from worker.adapters.store import dead_letters
+    from worker.cli import emit
+    from worker.render import dlq_text
+
+    deps = _deps(settings)
+    with deps.store.transaction() as s:
+        rows = [views.dead_letter_dict(d) for d in dead_letters(s, include_replayed=args.all)]
+    emit(args, rows, dlq_text)
+    return 0
+
+
+def run_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Show one dead letter."""
+    from worker.adapters.store import get_dead_letter
+    from worker.cli import emit
+
+    deps = _deps(settings)
+    with deps.store.transaction() as s:
+        row = get_dead_letter(s, args.id)
+        if row is None:
+            raise views.NotFound(f"no dead letter {args.id}")
+        data = views.dead_letter_dict(row, payload=True)
+    emit(args, data, lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()))
+    return 0
+
+
+def run_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay one dead letter."""
+    from worker.cli import emit
+    from worker.dlq import replay
+
+    result = replay(_deps(settings), args.id)
+    emit(args, result, lambda d: f"replayed {d['id']}: {d['result']}")
+    return 0
+
+
+def run_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete old dead letters."""
+    from worker.cli import emit
+    from worker.dlq import purge
+
+    n = purge(_deps(settings), args.older_than)
+    emit(args, {"purged": n}, lambda d: f"purged {d['purged']} dead letters")
+    return 0
+
+
+def _status(sub: Any) -> None:
+    p = sub.add_parser("status", help="queue depths, dead letters, bookings by state")
+    _json_flag(p)
+    p.set_defaults(handler=run_status)
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the status; exit 1 when something needs attention."""
+    from worker.cli import emit
+    from worker.render import status_text
+    from worker.status import collect
+
+    data = collect(_deps(settings))
+    emit(args, data, status_text)
+    return 1 if data["attention"] else 0
+
+
+def _sim(sub: Any) -> None:
+    p = sub.add_parser("epj-sim", help="simulate clinic EPJ systems on the same transport")
+    from worker import sim
+
+    sim.add_arguments(p)
+    p.set_defaults(handler=sim.run_from_args)
+
+
+def _demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run the whole booking flow locally and print the inbox")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the scripted demo."""
+    from worker.demo import run
+
+    return run(settings)
+
+
+def _bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="measure throughput against Celery's own ceiling")
+    p.add_argument("--n", type=int, default=1000, help="messages per scenario")
+    p.set_defaults(handler=run_bench)
+
+
+def run_bench(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the benchmark."""
+    from worker.bench import run
+
+    return run(settings, args.n)

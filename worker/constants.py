@@ -1,0 +1,10 @@
+"""Queue and task names: the external contract, in one place."""
+
+from __future__ import annotations
+
+REQUESTS_QUEUE = "booking.requests"  # portal -> timebok intake (Celery)
+SUBMIT_TASK = "timebok.submit_booking"
+RELAY_TASK = "timebok.relay_outbox"
+TIMEOUTS_TASK = "timebok.check_timeouts"
+MAINTENANCE_QUEUE = "timebok.maintenance"  # beat-driven housekeeping tasks
+XML_CONTENT_TYPE = "application/xml"

@@ -1,0 +1,63 @@
+"""Dead-letter operations: replay through the normal path, purge old records."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete
+
+from worker.adapters.store import get_dead_letter, get_message, utcnow
+from worker.adapters.tables import DeadLetterRow
+from worker.bootstrap import Deps
+from worker.views import NotFound
+
+
+def replay(deps: Deps, dl_id: int) -> dict[str, Any]:
+    """Run a dead letter again: requests through intake, messages through the consumer."""
+    with deps.store.transaction() as s:
+        row = get_dead_letter(s, dl_id)
+        if row is None:
+            raise NotFound(f"no dead letter {dl_id}")
+        kind, payload, headers, msg_id = row.kind, row.payload, row.headers or {}, row.msg_id
+        if kind == "message" and msg_id:
+            _forget_rejection(s, msg_id)
+    result = _run(deps, kind, payload, headers)
+    with deps.store.transaction() as s:
+        row = get_dead_letter(s, dl_id)
+        if row is not None:
+            row.replayed_at = utcnow()
+            row.attempts += 1
+    return {"id": dl_id, "kind": kind, "result": result}
+
+
+def _forget_rejection(s: Any, msg_id: str) -> None:
+    """Let a rejected inbound message be processed again (accepted ones stay deduplicated)."""
+    seen = get_message(s, msg_id)
+    if seen is not None and seen.direction == "in" and seen.status == "rejected":
+        s.delete(seen)
+
+
+def _run(deps: Deps, kind: str, payload: bytes, headers: dict[str, Any]) -> str:
+    if kind == "message":
+        from worker.inbound import receive
+
+        received = receive(deps, payload, headers)
+        return f"{received.outcome} {received.detail}".strip()
+    from worker.outbound import submit
+
+    try:
+        data: Any = json.loads(payload)
+    except ValueError:
+        data = payload.decode("utf-8", "replace")
+    result = submit(deps, data)
+    return f"booking {result.booking_id} {result.state}"
+
+
+def purge(deps: Deps, older_than: timedelta) -> int:
+    """Delete dead letters created before now - older_than."""
+    cutoff = utcnow() - older_than
+    with deps.store.transaction() as s:
+        res = s.execute(delete(DeadLetterRow).where(DeadLetterRow.created_at < cutoff))
+        return int(getattr(res, "rowcount", 0) or 0)

@@ -1,0 +1,1 @@
+"""Pure booking domain: states, transitions and the events they record (standard library only)."""

@@ -1,0 +1,35 @@
+"""RFC 5545 export of one appointment ("Legg i egen kalender")."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from icalendar import Calendar, Event
+
+from worker.adapters.tables import AppointmentRow
+
+OSLO = ZoneInfo("Europe/Oslo")
+
+
+def to_ics(appt: AppointmentRow, now: datetime | None = None) -> bytes:
+    """A calendar file with one VEVENT and its VTIMEZONE, importable by calendar apps."""
+    cal = Calendar()
+    cal.add("prodid", "-//timebok//Timeavtaler//NB")
+    cal.add("version", "2.0")
+    cal.add("method", "PUBLISH")
+    ev = Event()
+    ev.add("uid", appt.uid)
+    ev.add("dtstamp", now or datetime.now(UTC))
+    ev.add("dtstart", appt.start.astimezone(OSLO))
+    ev.add("dtend", appt.end.astimezone(OSLO))
+    ev.add("summary", f"Time hos {appt.clinic_name}")
+    ev.add("location", appt.location)
+    if appt.practitioner:
+        ev.add("description", f"Behandler: {appt.practitioner}")
+    if appt.video_url:
+        ev.add("url", appt.video_url)
+    ev.add("status", "CANCELLED" if appt.status == "Avbestilt" else "CONFIRMED")
+    cal.add_component(ev)
+    cal.add_missing_timezones()
+    return bytes(cal.to_ical())

@@ -1,0 +1,351 @@
+"""EPJ message in -> receipt / state change -> inbox, exactly once, then our AppRec back."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mappers import apprec as apprec_mapper
+from mappers import incoming
+from mappers.codes import AppRecError, AppRecStatus, Process
+from mappers.errors import MapperError
+from mappers.model import AppRec, DialogMessage, OriginalMsgRef, Party, ReceiptError
+from worker.adapters.store import add_dead_letter, enqueue, get_message, utcnow
+from worker.adapters.tables import MessageRow
+from worker.bootstrap import Deps
+from worker.errors import TransientError
+from worker.relay import relay, transport_headers_for
+from worker.replies import Outcome, apply_dialog, apply_receipt
+from worker.settings import async_queue
+
+log = logging.getLogger("timebok.inbound")
+
+_DIGITS = re.compile(r"^\d{1,20}$")
+_RAW_NS = uuid.UUID("0b7f6a52-2d57-4c3e-8a43-6f1e4a9d2c11")
+
+
+@dataclass(frozen=True)
+class Received:
+    """What became of one inbound message."""
+
+    msg_id: str
+    outcome: str  # processed | duplicate | rejected | ignored
+    detail: str = ""
+
+
+def receive(deps: Deps, body: bytes, headers: dict[str, object]) -> Received:
+    """Handle one raw message from our async queue; never raises but TransientError."""
+    try:
+        result, outbox_ids = _receive(deps, body, headers)
+    except TransientError:
+        raise
+    except Exception as exc:  # a bug must not poison the queue: keep the bytes, move on
+        log.exception("inbound handler failed")
+        result, outbox_ids = _dead_letter_only(deps, body, headers, f"internal error: {exc!r}")
+    if outbox_ids:
+        try:
+            relay(deps, ids=outbox_ids)
+        except TransientError:
+            log.warning("receipt left in the outbox for the relay")
+    return result
+
+
+def _receive(deps: Deps, body: bytes, headers: dict[str, object]) -> tuple[Received, list[int]]:
+    try:
+        doc = incoming.parse_any(
+            body,
+            max_bytes=deps.settings.max_message_bytes,
+        )
+    except MapperError as exc:
+        return _reject_unparsed(deps, body, headers, exc)
+    if isinstance(doc, AppRec):
+        return _receipt(deps, body, headers, doc), []
+    for attempt in range(2):
+        try:
+            return _dialog(deps, body, headers, doc)
+        except IntegrityError:
+            if attempt:  # the same MsgId committed twice at once: the other one won
+                return Received(doc.envelope.msg_id, "duplicate", "concurrent delivery"), []
+    raise AssertionError("unreachable")
+
+
+# -- receipts in ---------------------------------------------------------------------------
+
+
+def _receipt(deps: Deps, body: bytes, headers: dict[str, object], doc: AppRec) -> Received:
+    with deps.store.transaction() as s:
+        if get_message(s, doc.msg_id) is not None:
+            return Received(doc.msg_id, "duplicate")
+        original = get_message(s, doc.original.msg_id)
+        s.add(_inbound_row(doc.msg_id, "APPREC", body, doc.sender.her_id, original))
+        if original is None or original.direction != "out":
+            add_dead_letter(
+                s,
+                kind="message",
+                reason=f"AppRec for unknown message {doc.original.msg_id}",
+                error_code=AppRecError.INVALID_MSG_ID.value,
+                source_queue=deps.settings.inbound_queue,
+                payload=body,
+                headers=_jsonable(headers),
+                msg_id=doc.msg_id,
+            )
+            return Received(doc.msg_id, "ignored", "no such outgoing message")
+        detail = apply_receipt(deps, s, original, doc)
+    log.info("apprec received", extra={"msg_id": doc.msg_id, "status": doc.status.value})
+    return Received(doc.msg_id, "processed", detail)
+
+
+# -- business messages in -----------------------------------------------------------------
+
+
+def _dialog(
+    deps: Deps, body: bytes, headers: dict[str, object], doc: DialogMessage
+) -> tuple[Received, list[int]]:
+    env = doc.envelope
+    with deps.store.transaction() as s:
+        seen = get_message(s, env.msg_id)
+        if seen is not None:
+            return Received(env.msg_id, "duplicate"), _resend_receipt(s, env.msg_id)
+        row = _inbound_row(env.msg_id, env.process.value, body, env.sender.her_id, None)
+        row.ref_to_parent = env.conversation.ref_to_parent if env.conversation else None
+        row.ref_to_conversation = env.conversation.ref_to_conversation if env.conversation else None
+        s.add(row)
+        s.flush()
+        outcome = _outcome(deps, s, doc)
+        row.booking_id = outcome.booking_id
+        row.function = (doc.reply.code.value if doc.reply else None) or (
+            doc.request.code.value if doc.request else None
+        )
+        row.status = "processed" if outcome.error is None else "rejected"
+        row.error_code = outcome.error.value if outcome.error else None
+        row.error_text = outcome.detail if outcome.error else None
+        if outcome.error is not None:
+            _dead_letter(deps, s, body, headers, outcome, env.msg_id)
+        receipt = _send_receipt(deps, s, doc, headers, outcome, row)
+    log.info(
+        "business message received",
+        extra={"msg_id": env.msg_id, "booking_id": outcome.booking_id, "result": outcome.detail},
+    )
+    state = "processed" if outcome.error is None else "rejected"
+    return Received(env.msg_id, state, outcome.detail), [receipt]
+
+
+def _outcome(deps: Deps, s: Session, doc: DialogMessage) -> Outcome:
+    receiver = doc.envelope.receiver
+    own = deps.settings.own_her_id
+    if own not in (receiver.her_id, receiver.address):
+        return Outcome(None, f"receiver {receiver.address} is not us", AppRecError.RECEIVER_UNKNOWN)
+    return apply_dialog(deps, s, doc)
+
+
+def _send_receipt(
+    deps: Deps,
+    s: Session,
+    doc: DialogMessage,
+    headers: dict[str, object],
+    outcome: Outcome,
+    inbound: MessageRow,
+) -> int:
+    env = doc.envelope
+    errors: tuple[ReceiptError, ...] = ()
+    status = AppRecStatus.OK
+    if outcome.error is not None:
+        status = AppRecStatus.REJECTED
+        errors = (ReceiptError(outcome.error, _error_text(outcome.error), outcome.detail[:200]),)
+    to = _sender_her_id(headers) or env.sender.her_id
+    original = OriginalMsgRef(env.process.value, env.gen_date, env.msg_id)
+    receipt = _apprec(deps, Party(to, env.sender.name), status, original, errors)
+    return _queue_receipt(s, receipt, to, inbound.booking_id, env.msg_id)
+
+
+def _apprec(
+    deps: Deps,
+    to: Party,
+    status: AppRecStatus,
+    original: OriginalMsgRef,
+    errors: tuple[ReceiptError, ...],
+) -> AppRec:
+    return AppRec(
+        msg_id=str(uuid.uuid4()),
+        gen_date=deps.clock(),
+        sender=deps.own_party,
+        receiver=to,
+        status=status,
+        original=original,
+        errors=errors,
+    )
+
+
+def _queue_receipt(
+    s: Session, receipt: AppRec, to: str, booking_id: str | None, answers: str
+) -> int:
+    message = MessageRow(
+        msg_id=receipt.msg_id,
+        direction="out",
+        booking_id=booking_id,
+        msg_type=Process.APPREC.value,
+        function=receipt.status.value,
+        sender_her_id=receipt.sender.her_id,
+        receiver_her_id=to,
+        ref_to_parent=answers,
+        xml=apprec_mapper.build(receipt),
+        status="queued",
+        error_code=receipt.errors[0].code if receipt.errors else None,
+        created_at=utcnow(),
+    )
+    return enqueue(s, message, async_queue(to), transport_headers_for(message)).id
+
+
+def _resend_receipt(s: Session, inbound_msg_id: str) -> list[int]:
+    """A redelivered message gets the receipt we already made (same MsgId), nothing new."""
+    receipt = (
+        s.query(MessageRow)
+        .filter_by(direction="out", msg_type=Process.APPREC.value, ref_to_parent=inbound_msg_id)
+        .first()
+    )
+    if receipt is None or receipt.sent_at is None:
+        return []  # never made (an AppRec for an AppRec) or still in the outbox
+    headers = transport_headers_for(receipt)
+    return [enqueue(s, receipt, async_queue(receipt.receiver_her_id or ""), headers).id]
+
+
+def _error_text(code: AppRecError) -> str:
+    from mappers.codes import APPREC_ERROR_NAMES
+
+    return APPREC_ERROR_NAMES.get(code, "Annen feil")
+
+
+# -- messages we cannot read -------------------------------------------------------------
+
+
+def _reject_unparsed(
+    deps: Deps, body: bytes, headers: dict[str, object], exc: MapperError
+) -> tuple[Received, list[int]]:
+    original = exc.original
+    msg_id = (original.msg_id if original else None) or _header(headers, "msgId")
+    msg_id = (msg_id or str(uuid.uuid5(_RAW_NS, body[:1_000_000].hex())))[:64]
+    code = AppRecError(exc.code) if exc.code in AppRecError else AppRecError.FORMAT_OTHER
+    with deps.store.transaction() as s:
+        if get_message(s, msg_id) is not None:
+            return Received(msg_id, "duplicate", "unreadable message seen before"), []
+        msg_type = (original.msg_type if original else None) or _header(headers, "type")
+        row = _inbound_row(msg_id, msg_type or "UNKNOWN", b"", _sender(exc, headers), None)
+        row.status, row.error_code, row.error_text = "rejected", code.value, str(exc)[:500]
+        s.add(row)
+        add_dead_letter(
+            s,
+            kind="message",
+            reason=str(exc)[:2000],
+            error_code=code.value,
+            source_queue=deps.settings.inbound_queue,
+            payload=body,
+            headers=_jsonable(headers),
+            msg_id=msg_id,
+        )
+        ids = _receipt_for_unparsed(deps, s, exc, headers, msg_id, code)
+    log.warning("unreadable message rejected", extra={"msg_id": msg_id, "code": code.value})
+    return Received(msg_id, "rejected", f"{code.value}: {exc}"), ids
+
+
+def _sender(exc: MapperError, headers: dict[str, object]) -> str | None:
+    """Who to answer: the MsgHead sender when it could be read, else the transport header."""
+    if exc.sender is not None and _DIGITS.match(exc.sender.her_id):
+        return exc.sender.her_id
+    return _sender_her_id(headers)
+
+
+def _receipt_for_unparsed(
+    deps: Deps,
+    s: Session,
+    exc: MapperError,
+    headers: dict[str, object],
+    msg_id: str,
+    code: AppRecError,
+) -> list[int]:
+    to = _sender(exc, headers)
+    msg_type = (exc.original.msg_type if exc.original else None) or _header(headers, "type")
+    msg_type = msg_type or "UNKNOWN"
+    if to is None or msg_type.upper() == Process.APPREC.value:
+        return []  # nobody to answer, or never an AppRec for an AppRec
+    issued = exc.original.issue_date if exc.original else deps.clock()
+    original = OriginalMsgRef(msg_type[:64], issued, msg_id)
+    errors = (ReceiptError(code, _error_text(code), str(exc)[:200]),)
+    name = exc.sender.name if exc.sender is not None else to
+    receipt = _apprec(deps, Party(to, name), AppRecStatus.REJECTED, original, errors)
+    return [_queue_receipt(s, receipt, to, None, msg_id)]
+
+
+def _dead_letter(
+    deps: Deps,
+    s: Session,
+    body: bytes,
+    headers: dict[str, object],
+    outcome: Outcome,
+    msg_id: str,
+) -> None:
+    add_dead_letter(
+        s,
+        kind="message",
+        reason=outcome.detail[:2000],
+        error_code=outcome.error.value if outcome.error else None,
+        source_queue=deps.settings.inbound_queue,
+        payload=body,
+        headers=_jsonable(headers),
+        booking_id=outcome.booking_id,
+        msg_id=msg_id,
+    )
+
+
+def _dead_letter_only(
+    deps: Deps, body: bytes, headers: dict[str, object], why: str
+) -> tuple[Received, list[int]]:
+    with deps.store.transaction() as s:
+        add_dead_letter(
+            s,
+            kind="message",
+            reason=why[:2000],
+            error_code=AppRecError.OTHER.value,
+            source_queue=deps.settings.inbound_queue,
+            payload=body,
+            headers=_jsonable(headers),
+            msg_id=_header(headers, "msgId"),
+        )
+    return Received(_header(headers, "msgId") or "-", "rejected", why), []
+
+
+# -- small helpers -------------------------------------------------------------------------
+
+
+def _inbound_row(
+    msg_id: str, msg_type: str, body: bytes, sender: str | None, original: MessageRow | None
+) -> MessageRow:
+    return MessageRow(
+        msg_id=msg_id,
+        direction="in",
+        booking_id=original.booking_id if original is not None else None,
+        msg_type=msg_type[:64],
+        sender_her_id=sender,
+        ref_to_parent=original.msg_id if original is not None else None,
+        xml=body,
+        status="received",
+        created_at=utcnow(),
+    )
+
+
+def _header(headers: dict[str, object], name: str) -> str | None:
+    value = headers.get(name)
+    return str(value)[:200] if value not in (None, "") else None
+
+
+def _sender_her_id(headers: dict[str, object]) -> str | None:
+    value = _header(headers, "fromHerId")
+    return value if value is not None and _DIGITS.match(value) else None
+
+
+def _jsonable(headers: dict[str, object]) -> dict[str, str]:
+    return {str(k)[:100]: str(v)[:500] for k, v in headers.items()}

@@ -1,0 +1,506 @@
+"""Booking request -> stored booking -> validated EPJ message in the outbox -> clinic queue."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mappers import message as dialog_message
+from mappers.codes import Process, RequestCode
+from mappers.errors import MapperError
+from mappers.model import (
+    DialogMessage,
+    Envelope,
+    Event,
+    Party,
+    Person,
+    Practitioner,
+    Relation,
+    Request,
+)
+from worker import fnr as fnrs
+from worker import texts
+from worker.adapters.registry import Clinic
+from worker.adapters.store import add_dead_letter, enqueue, get_booking, save_moves, utcnow
+from worker.adapters.tables import AppointmentRow, BookingRow, MessageRow
+from worker.bootstrap import Deps
+from worker.constants import REQUESTS_QUEUE
+from worker.domain.booking import Action, Booking, State
+from worker.inbox import Notice, notify
+from worker.relay import relay, transport_headers_for
+from worker.request import (
+    BookingRequest,
+    FieldError,
+    InvalidRequest,
+    appointment_type_code,
+    parse_request,
+    relation_code,
+)
+from worker.settings import async_queue
+
+log = logging.getLogger("timebok.outbound")
+
+ID_NAMESPACE = uuid.UUID("6f1d2c1e-4c0b-4f53-9d0e-2b1f6c9a7e10")
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What became of one submitted request."""
+
+    booking_id: str
+    state: str
+    created: bool  # False when this request_id was seen before (idempotent repeat)
+    reason: str | None = None
+    msg_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The booking or appointment a cancel / change_wish refers to."""
+
+    booking: BookingRow | None
+    appointment: AppointmentRow | None
+
+    @property
+    def uid(self) -> str | None:
+        """The appointment uid the clinic knows, when there is one."""
+        if self.appointment is not None:
+            return self.appointment.uid
+        return self.booking.appointment_uid if self.booking is not None else None
+
+
+class Refused(Exception):
+    """A rule the request breaks only in context (registry, referenced booking)."""
+
+    def __init__(self, field: str, message: str, patient_text: str | None = None) -> None:
+        super().__init__(f"{field}: {message}")
+        self.error = FieldError(field, message)
+        self.patient_text = patient_text
+
+
+def payload_id(payload: object) -> str:
+    """A stable booking id for a payload whose request_id cannot be read."""
+    if isinstance(payload, bytes | str):
+        raw = payload.encode() if isinstance(payload, str) else payload
+    else:
+        raw = json.dumps(payload, sort_keys=True, default=str).encode()
+    if isinstance(payload, dict) and _is_uuid(payload.get("request_id")):
+        return str(payload["request_id"])
+    return str(uuid.uuid5(ID_NAMESPACE, raw.hex()))
+
+
+def _is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return isinstance(value, str)
+
+
+def submit(deps: Deps, payload: object) -> SubmitResult:
+    """Handle one intake request: idempotent by request_id, never sends an invalid one."""
+    try:
+        req = parse_request(payload, now=deps.clock())
+    except InvalidRequest as exc:
+        return _store_invalid(deps, payload, payload_id(payload), list(exc.errors), None)
+    for attempt in range(2):
+        try:
+            result, outbox_ids = _submit_valid(deps, req)
+            break
+        except IntegrityError:
+            # Another worker stored the same request_id first; read what it stored.
+            if attempt:
+                raise
+    if outbox_ids:
+        relay(deps, ids=outbox_ids)
+        result = _reread(deps, result)
+    return result
+
+
+def _reread(deps: Deps, result: SubmitResult) -> SubmitResult:
+    with deps.store.transaction() as s:
+        row = get_booking(s, result.booking_id)
+        state = row.state if row is not None else result.state
+    return SubmitResult(result.booking_id, state, result.created, result.reason, result.msg_id)
+
+
+def _submit_valid(deps: Deps, req: BookingRequest) -> tuple[SubmitResult, list[int]]:
+    with deps.store.transaction() as s:
+        row = get_booking(s, req.request_id)
+        if row is not None:
+            return _existing(s, row), _unpublished(s, row.id)
+        try:
+            return _accept(deps, s, req)
+        except Refused as exc:
+            refused = exc
+    invalid = _store_invalid(
+        deps, req.model_dump(mode="json"), req.request_id, [refused.error], refused.patient_text
+    )
+    return invalid, []
+
+
+def _existing(s: Session, row: BookingRow) -> SubmitResult:
+    msg = s.query(MessageRow).filter_by(booking_id=row.id, direction="out").first()
+    return SubmitResult(row.id, row.state, False, row.reason, msg.msg_id if msg else None)
+
+
+def _unpublished(s: Session, booking_id: str) -> list[int]:
+    from worker.adapters.tables import OutboxRow
+
+    stmt = (
+        s.query(OutboxRow.id)
+        .join(MessageRow, MessageRow.id == OutboxRow.message_id)
+        .filter(MessageRow.booking_id == booking_id, OutboxRow.published_at.is_(None))
+    )
+    return [int(i) for (i,) in stmt]
+
+
+def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, list[int]]:
+    clinic = _clinic(deps, req)
+    target = _target(s, req) if req.action in (Action.CANCEL, Action.CHANGE_WISH) else None
+    process, code = _function(req, target)
+    _check_support(deps, clinic, process)
+    now = deps.clock()
+    msg = _dialog(deps, req, clinic, process, code, target, now)
+    try:
+        xml = dialog_message.build(msg)
+    except MapperError as exc:
+        return _store_bug(deps, s, req, clinic, process, str(exc)), []
+    row, booking = _new_booking(s, req, clinic, process, now)
+    row.conversation_id = msg.envelope.msg_id
+    if msg.event is not None and req.action is not Action.CANCEL:
+        row.appointment_uid = None  # assigned by the clinic's confirmation
+    if target is not None and target.booking is not None:
+        _mark_target(s, target.booking, req)
+    outbox = _queue_message(deps, s, row, msg, xml, clinic)
+    save_moves(s, row, booking)
+    log.info(
+        "booking accepted",
+        extra={"booking_id": row.id, "msg_id": msg.envelope.msg_id, "her_id": clinic.her_id},
+    )
+    result = SubmitResult(row.id, row.state, True, None, msg.envelope.msg_id)
+    return result, [outbox]
+
+
+def _clinic(deps: Deps, req: BookingRequest) -> Clinic:
+    clinic = deps.registry.clinic(req.clinic.her_id)
+    if clinic is None:
+        raise Refused(
+            "clinic.her_id",
+            f"HER-id {req.clinic.her_id} is not in the address registry",
+            texts.clinic_unknown(req.clinic.name),
+        )
+    return clinic
+
+
+def _check_support(deps: Deps, clinic: Clinic, process: Process) -> None:
+    if not deps.registry.supports(clinic.her_id, process):
+        patient_text = (
+            texts.clinic_unsupported(clinic.name, clinic.phone, process)
+            if clinic.connected
+            else texts.clinic_not_connected(clinic.name, clinic.phone)
+        )
+        raise Refused(
+            "clinic.her_id",
+            f"clinic {clinic.her_id} does not support {process.value}",
+            patient_text,
+        )
+
+
+def _target(s: Session, req: BookingRequest) -> Target:
+    ref = req.booking_ref or ""
+    row = get_booking(s, ref, lock=True)
+    appointment = s.get(AppointmentRow, row.appointment_uid if row and row.appointment_uid else ref)
+    if row is None and appointment is not None and appointment.booking_id:
+        row = get_booking(s, appointment.booking_id, lock=True)
+    if row is None and appointment is None:
+        raise Refused("booking_ref", "no booking or appointment with this reference")
+    _check_target(req, row, appointment)
+    return Target(row, appointment)
+
+
+def _check_target(
+    req: BookingRequest, row: BookingRow | None, appointment: AppointmentRow | None
+) -> None:
+    fnr = row.patient_fnr if row is not None else appointment.patient_fnr if appointment else None
+    if fnr != req.patient.fnr:
+        raise Refused("booking_ref", "refers to another patient's booking")
+    if row is not None and row.action == Action.CANCEL.value:
+        raise Refused("booking_ref", "refers to a cancellation, not a booking")
+    if req.action is Action.CHANGE_WISH and (row is None or row.action != Action.WISH.value):
+        raise Refused("booking_ref", "change_wish must refer to an earlier wish")
+    if appointment is not None and appointment.status == texts.STATUS_CANCELLED:
+        raise Refused("booking_ref", "the appointment is already cancelled")
+    if row is not None and appointment is None and State(row.state) in _CLOSED:
+        raise Refused("booking_ref", f"the booking is already {row.state}")
+
+
+_CLOSED = frozenset({State.REJECTED, State.CANCELLED, State.FAILED, State.EXPIRED, State.INVALID})
+
+
+def _function(req: BookingRequest, target: Target | None) -> tuple[Process, RequestCode]:
+    if req.action is Action.RESERVE:
+        return Process.RESERVATION, RequestCode.RESERVE
+    if req.action is Action.WISH:
+        return Process.WISH, RequestCode.WISH
+    if req.action is Action.CHANGE_WISH:
+        return Process.WISH, RequestCode.WISH_CHANGE
+    booking = target.booking if target else None
+    if booking is not None and booking.action == Action.WISH.value and not target_uid(target):
+        return Process.WISH, RequestCode.WISH_CANCEL
+    if booking is not None and booking.action == Action.RESERVE.value:
+        return Process.RESERVATION, RequestCode.CANCEL
+    return Process.CANCELLATION, RequestCode.CANCEL
+
+
+def target_uid(target: Target | None) -> str | None:
+    """The appointment uid of a target, if it has one."""
+    return target.uid if target is not None else None
+
+
+def _dialog(
+    deps: Deps,
+    req: BookingRequest,
+    clinic: Clinic,
+    process: Process,
+    code: RequestCode,
+    target: Target | None,
+    now: datetime,
+) -> DialogMessage:
+    envelope = Envelope(
+        process=process,
+        msg_id=str(uuid.uuid4()),
+        gen_date=now,
+        sender=deps.own_party,
+        receiver=_receiver(clinic, req.clinic.unit_her_id),
+        patient=Person(
+            req.patient.fnr, req.patient.given_name, req.patient.family_name, req.patient.phone
+        ),
+    )
+    return DialogMessage(
+        envelope=envelope,
+        request=Request(code, req.subject, _text(req), _practitioner(req)),
+        event=_event(req, clinic, target),
+        relation=_relation(req),
+    )
+
+
+def _receiver(clinic: Clinic, unit_her_id: str | None) -> Party:
+    unit = next((u for u in clinic.units if u.her_id == unit_her_id), None)
+    inner = Party(unit.her_id, unit.name) if unit is not None else None
+    return Party(clinic.her_id, clinic.name, inner)
+
+
+def _text(req: BookingRequest) -> str | None:
+    parts = [req.message] if req.message else []
+    parts += [f"{qa.question}: {qa.answer}" for qa in req.questionnaire or []]
+    return "\n".join(parts) or None
+
+
+def _practitioner(req: BookingRequest) -> Practitioner | None:
+    p = req.practitioner
+    return Practitioner(p.name, p.her_id, p.hpr) if p is not None else None
+
+
+def _relation(req: BookingRequest) -> Relation | None:
+    r = req.requester
+    code = relation_code(r.relation) if r is not None else None
+    if r is None or code is None:
+        return None
+    return Relation(Person(r.fnr, r.given_name, r.family_name), code)
+
+
+def _event(req: BookingRequest, clinic: Clinic, target: Target | None) -> Event | None:
+    if req.action is Action.RESERVE and req.slot is not None:
+        return Event(
+            uid=req.request_id,
+            start=req.slot.start,
+            end=req.slot.end,
+            contact=clinic.her_id,
+            related_to=req.slot.id,
+            summary=req.subject,
+            location=texts.place_of_attendance(req.appointment_type, clinic.name),
+            appointment_type=appointment_type_code(req.appointment_type),
+            service=req.service,
+        )
+    appt = target.appointment if target is not None else None
+    if appt is None:
+        return None
+    return Event(
+        uid=appt.uid,
+        start=appt.start,
+        end=appt.end,
+        contact=appt.clinic_her_id,
+        summary=appt.summary,
+        location=appt.location,
+        status="CANCELLED" if req.action is Action.CANCEL else None,
+    )
+
+
+def _new_booking(
+    s: Session, req: BookingRequest, clinic: Clinic | None, process: Process | None, now: datetime
+) -> tuple[BookingRow, Booking]:
+    row = BookingRow(
+        id=req.request_id,
+        action=req.action.value,
+        state=State.REQUESTED.value,
+        patient_fnr=req.patient.fnr,
+        clinic_her_id=clinic.her_id if clinic else req.clinic.her_id,
+        process=process.value if process else None,
+        slot_id=req.slot.id if req.slot else None,
+        target_id=req.booking_ref,
+        request=req.model_dump(mode="json"),
+        resends=0,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(row)
+    s.flush()
+    _record_created(s, row.id, now)
+    return row, Booking(row.id, req.action)
+
+
+def _record_created(s: Session, booking_id: str, now: datetime) -> None:
+    from worker.adapters.tables import HistoryRow
+
+    s.add(HistoryRow(booking_id=booking_id, source=None, target=State.REQUESTED.value, at=now))
+
+
+def _mark_target(s: Session, target: BookingRow, req: BookingRequest) -> None:
+    if req.action is Action.CANCEL and target.state == State.CONFIRMED.value:
+        booking = Booking(target.id, Action(target.action), State(target.state), target.reason)
+        booking.request_cancel()
+        save_moves(s, target, booking)
+
+
+def _queue_message(
+    deps: Deps, s: Session, row: BookingRow, msg: DialogMessage, xml: bytes, clinic: Clinic
+) -> int:
+    env = msg.envelope
+    message = MessageRow(
+        msg_id=env.msg_id,
+        direction="out",
+        booking_id=row.id,
+        msg_type=env.process.value,
+        function=msg.request.code.value if msg.request else None,
+        sender_her_id=env.sender.her_id,
+        receiver_her_id=clinic.her_id,
+        xml=xml,
+        status="queued",
+        created_at=utcnow(),
+    )
+    headers = transport_headers_for(message)
+    return enqueue(s, message, async_queue(clinic.her_id), headers).id
+
+
+def _store_bug(
+    deps: Deps, s: Session, req: BookingRequest, clinic: Clinic, process: Process, why: str
+) -> SubmitResult:
+    row, booking = _new_booking(s, req, clinic, process, deps.clock())
+    booking.fail("internal error: the outgoing document failed schema validation")
+    save_moves(s, row, booking)
+    add_dead_letter(
+        s,
+        kind="outgoing",
+        reason=f"outgoing document does not validate: {why}"[:2000],
+        source_queue=REQUESTS_QUEUE,
+        payload=json.dumps(req.model_dump(mode="json")).encode(),
+        error_code="T02",
+        booking_id=row.id,
+    )
+    log.error("outgoing document failed validation", extra={"booking_id": row.id})
+    return SubmitResult(row.id, row.state, True, row.reason)
+
+
+def _store_invalid(
+    deps: Deps,
+    payload: object,
+    booking_id: str,
+    errors: list[FieldError],
+    patient_text: str | None,
+) -> SubmitResult:
+    reason = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    raw = _raw(payload)
+    now = deps.clock()
+    with deps.store.transaction() as s:
+        row = get_booking(s, booking_id)
+        if row is not None:
+            return SubmitResult(row.id, row.state, False, row.reason)
+        info = _loose(payload)
+        row = BookingRow(
+            id=booking_id,
+            action=str(info.get("action") or "unknown")[:16],
+            state=State.REQUESTED.value,
+            patient_fnr=info.get("fnr"),
+            clinic_her_id=info.get("her_id"),
+            request={"errors": [{"field": e.field, "message": e.message} for e in errors]},
+            resends=0,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(row)
+        s.flush()
+        _record_created(s, row.id, now)
+        booking = Booking(row.id, Action.RESERVE)
+        booking.invalidate(reason)
+        save_moves(s, row, booking)
+        add_dead_letter(
+            s,
+            kind="request",
+            reason=reason,
+            source_queue=REQUESTS_QUEUE,
+            payload=raw,
+            booking_id=row.id,
+        )
+        if row.patient_fnr:
+            ctx = texts.NoticeContext(
+                clinic_name=info.get("clinic_name") or "klinikken", reason=patient_text
+            )
+            notify(s, Notice(row.patient_fnr, "invalid", ctx, booking_id=row.id))
+    log.info("booking invalid", extra={"booking_id": booking_id, "reason_fields": _fields(errors)})
+    return SubmitResult(booking_id, State.INVALID.value, True, reason)
+
+
+def _fields(errors: list[FieldError]) -> str:
+    return ",".join(e.field for e in errors)
+
+
+def _raw(payload: object) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        return payload.encode()
+    return json.dumps(payload, default=str).encode()
+
+
+def _loose(payload: object) -> dict[str, Any]:
+    """Best-effort facts from an invalid payload: only what is itself valid."""
+    data: Any = payload
+    if isinstance(payload, bytes | str):
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return {}
+    if not isinstance(data, dict):
+        return {}
+    patient: dict[str, Any] = _sub(data, "patient")
+    clinic: dict[str, Any] = _sub(data, "clinic")
+    fnr = str(patient.get("fnr", ""))
+    return {
+        "action": data.get("action") if isinstance(data.get("action"), str) else None,
+        "fnr": fnr if fnrs.is_valid(fnr) else None,
+        "her_id": str(clinic.get("her_id"))[:20] if clinic.get("her_id") else None,
+        "clinic_name": str(clinic.get("name"))[:100] if clinic.get("name") else None,
+    }
+
+
+def _sub(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,121 @@
+"""Plain-text renderings of the CLI views (tables for people, --json for programs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+OSLO = ZoneInfo("Europe/Oslo")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A left-aligned text table."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def local(iso: str | None) -> str:
+    """An ISO timestamp shown in Oslo time."""
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone(OSLO).strftime("%Y-%m-%d %H:%M")
+
+
+def booking_text(d: dict[str, Any]) -> str:
+    """A booking, its history and messages."""
+    head = [f"booking {d['id']}  action={d['action']}  state={d['state']}"]
+    if d["reason"]:
+        head.append(f"reason: {d['reason']}")
+    hist = table(
+        ["at", "from", "to", "reason"],
+        [(local(h["at"]), h["from"] or "-", h["to"], h["reason"] or "") for h in d["history"]],
+    )
+    msgs = table(
+        ["dir", "msg_id", "type", "function", "status"],
+        [
+            (m["direction"], m["msg_id"], m["type"], m["function"], m["status"])
+            for m in d["messages"]
+        ],
+    )
+    return "\n".join(head) + "\n\nhistory\n" + hist + "\n\nmessages\n" + msgs
+
+
+def inbox_text(items: list[dict[str, Any]]) -> str:
+    """The inbox: one block per notification."""
+    if not items:
+        return "(ingen meldinger)"
+    blocks = [
+        f"[{local(n['created_at'])}] {n['title']}  ({n['event']})\n"
+        + "\n".join(f"    {line}" if line else "" for line in n["body"].splitlines())
+        for n in items
+    ]
+    return "\n\n".join(blocks)
+
+
+def appointments_text(items: list[dict[str, Any]]) -> str:
+    """Timeavtaler as a table."""
+    if not items:
+        return "(ingen timeavtaler)"
+    return table(
+        ["start", "min", "status", "type", "practitioner", "location", "uid"],
+        [
+            (
+                local(a["start"]),
+                a["duration_minutes"],
+                a["status"],
+                a["appointment_type"],
+                a["practitioner"],
+                a["location"],
+                a["uid"],
+            )
+            for a in items
+        ],
+    )
+
+
+def dlq_text(items: list[dict[str, Any]]) -> str:
+    """Dead letters as a table."""
+    if not items:
+        return "no dead letters"
+    return table(
+        ["id", "kind", "code", "queue", "created", "reason"],
+        [
+            (
+                d["id"],
+                d["kind"],
+                d["error_code"],
+                d["source_queue"],
+                local(d["created_at"]),
+                (d["reason"] or "")[:70],
+            )
+            for d in items
+        ],
+    )
+
+
+def status_text(d: dict[str, Any]) -> str:
+    """The operator's status page."""
+    queues = table(["queue", "depth"], sorted(d["queues"].items()))
+    states = table(["state", "bookings"], sorted(d["bookings_by_state"].items()))
+    waiting = table(
+        ["clinic", "oldest waiting since", "booking"],
+        [(c, local(w["since"]), w["booking_id"]) for c, w in sorted(d["oldest_waiting"].items())],
+    )
+    lines = [
+        queues,
+        "",
+        f"in flight (unacked): {d['in_flight']}   outbox backlog: {d['outbox_backlog']}   "
+        f"dead letters: {d['dead_letters']}",
+        "",
+        states,
+        "",
+        waiting,
+    ]
+    if d["attention"]:
+        lines += ["", "needs attention:"] + [f"  - {a}" for a in d["attention"]]
+    return "\n".join(lines)

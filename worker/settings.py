@@ -1,0 +1,79 @@
+"""Settings, read once from the environment (prefix TIMEBOK_) into one typed object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SAMPLE_REGISTRY = Path(__file__).resolve().parent / "sample" / "registry.toml"
+DEFAULT_DATA_DIR = Path(".timebok")
+
+
+class Settings(BaseSettings):
+    """Every knob timebok reads; see README 'Configuration'."""
+
+    model_config = SettingsConfigDict(env_prefix="TIMEBOK_", extra="ignore")
+
+    broker_url: str = "redis://localhost:6379/0"
+    epj_broker_url: str | None = Field(
+        default=None, description="EPJ transport; defaults to broker_url (amqp:// works too)"
+    )
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DATA_DIR / 'timebok.db'}",
+        description="SQLAlchemy URL; PostgreSQL via postgresql+psycopg://...",
+    )
+    database_schema: str | None = Field(
+        default=None, description="PostgreSQL schema to use (search_path); None = public"
+    )
+    own_her_id: str = "8093244"
+    own_name: str = "Helsenorge.no"
+    registry_file: Path = SAMPLE_REGISTRY
+    sentry_dsn: str | None = None
+    environment: str = "development"
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    log_level: str = "INFO"
+    metrics_port: int | None = None
+
+    apprec_timeout: float = Field(default=300.0, gt=0, description="seconds to wait for AppRec")
+    reply_timeout: float = Field(default=7 * 24 * 3600.0, gt=0, description="seconds to wait")
+    max_resends: int = Field(default=3, ge=0, description="resends (same MsgId) before FAILED")
+    task_max_retries: int = Field(default=10, ge=0)
+    retry_backoff_max: float = Field(default=300.0, gt=0)
+    max_message_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_xml_depth: int = Field(default=100, gt=0)
+    visibility_timeout: int = Field(default=3600, gt=0)
+    relay_interval: float = Field(default=2.0, gt=0)
+    timeout_check_interval: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _default_epj_broker(self) -> Settings:
+        if not self.epj_broker_url:
+            self.epj_broker_url = self.broker_url
+        return self
+
+    @property
+    def epj_url(self) -> str:
+        """The EPJ transport URL (never None after validation)."""
+        return self.epj_broker_url or self.broker_url
+
+    @property
+    def inbound_queue(self) -> str:
+        """Where EPJ systems put messages for us."""
+        return async_queue(self.own_her_id)
+
+
+def async_queue(her_id: str) -> str:
+    """The business-message queue of a communication party."""
+    return f"{her_id}_async"
+
+
+def error_queue(her_id: str) -> str:
+    """The error queue of a communication party."""
+    return f"{her_id}_error"
+
+
+def load() -> Settings:
+    """Read the settings from the environment."""
+    return Settings()
