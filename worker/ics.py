@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event
 
 from worker.adapters.tables import AppointmentRow
+from worker.texts import STATUS_CANCELLED
 
 OSLO = ZoneInfo("Europe/Oslo")
 
@@ -29,7 +30,11 @@ def to_ics(appt: AppointmentRow, now: datetime | None = None) -> bytes:
         ev.add("description", f"Behandler: {appt.practitioner}")
     if appt.video_url:
         ev.add("url", appt.video_url)
-    ev.add("status", "CANCELLED" if appt.status == "Avbestilt" else "CONFIRMED")
+    ev.add("status", "CANCELLED" if appt.status == STATUS_CANCELLED else "CONFIRMED")
     cal.add_component(ev)
-    cal.add_missing_timezones()
+    # Only the transitions around the appointment, not every one since 1970.
+    start = appt.start.astimezone(OSLO).date()
+    cal.add_missing_timezones(
+        first_date=start - timedelta(days=366), last_date=start + timedelta(days=366)
+    )
     return bytes(cal.to_ical())

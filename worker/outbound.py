@@ -460,8 +460,11 @@ def _store_invalid(
             booking_id=row.id,
         )
         if row.patient_fnr:
+            clinic = deps.registry.clinic(row.clinic_her_id) if row.clinic_her_id else None
             ctx = texts.NoticeContext(
-                clinic_name=info.get("clinic_name") or "klinikken", reason=patient_text
+                clinic_name=clinic.name if clinic else info.get("clinic_name") or "klinikken",
+                clinic_phone=clinic.phone if clinic else None,
+                reason=patient_text,
             )
             notify(s, Notice(row.patient_fnr, "invalid", ctx, booking_id=row.id))
     log.info("booking invalid", extra={"booking_id": booking_id, "reason_fields": _fields(errors)})
