@@ -37,5 +37,8 @@ demo: $(STAMP)  ## run the whole booking flow on embedded defaults and print the
 bench: $(STAMP)  ## throughput benchmark against Celery's own ceiling
 	$(BIN)/timebok bench
 
+chaos: $(STAMP)  ## 2,000 bookings while workers are kill -9ed, Redis restarts, AppRecs drop, replies double
+	TIMEBOK_CHAOS_BOOKINGS=$${TIMEBOK_CHAOS_BOOKINGS:-2000} $(BIN)/python -m pytest -q -s tests/chaos/test_chaos.py
+
 clean:  ## remove the virtualenv and local state
 	rm -rf $(VENV) .timebok .pytest_cache .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from functools import partial
 from typing import Any
 
 from celery import Celery, Task, bootsteps
@@ -13,6 +14,7 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
+from worker.adapters.broker import transport_for
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import (
     MAINTENANCE_QUEUE,
@@ -22,6 +24,7 @@ from worker.constants import (
     TIMEOUTS_TASK,
 )
 from worker.errors import TransientError
+from worker.observability import scope, tag
 from worker.settings import Settings
 
 log = logging.getLogger("timebok.app")
@@ -69,7 +72,9 @@ def _celery_config(cfg: Settings) -> dict[str, Any]:
         # concurrency x 4 messages until the visibility timeout; 4 keeps the pipe full.
         "worker_prefetch_multiplier": 4,
         # Redis redelivers unacked messages after this; it must exceed the longest retry delay.
-        "broker_transport_options": {"visibility_timeout": cfg.visibility_timeout},
+        "broker_transport_options": _transport_options(cfg.visibility_timeout),
+        # kombu's Redis transport, minus a crash on a broker restart (see adapters.broker).
+        "broker_transport": transport_for(cfg.broker_url),
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -96,6 +101,19 @@ def _celery_config(cfg: Settings) -> dict[str, Any]:
     }
 
 
+def _transport_options(visibility_timeout: int) -> dict[str, int]:
+    # kombu looks for the unacked messages of dead workers only every interval x throttle
+    # seconds (10 x 10 by default): with a short visibility timeout a killed worker's messages
+    # would wait ~100 s. Sweep every quarter timeout (1-10 s), on every tick, and let a mutex
+    # left by a sweeper killed mid-sweep expire with the timeout instead of after 5 minutes.
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": min(300, visibility_timeout),
+    }
+
+
 def backoff(retries: int, cap: float) -> float:
     """Exponential backoff with full jitter, in seconds."""
     return float(random.uniform(0, min(cap, 2.0 ** (retries + 1))))  # noqa: S311
@@ -107,6 +125,7 @@ def _register_tasks(app: Celery, cfg: Settings) -> None:
         """Take one booking request off booking.requests."""
         from worker.outbound import submit
 
+        tag(booking_id=request.get("request_id") if isinstance(request, dict) else None)
         try:
             result = submit(deps(), request)
         except TransientError as exc:
@@ -157,7 +176,20 @@ def _retry_or_dead_letter(task: Task, exc: TransientError, request: object, cfg:
 
 
 class InboundConsumer(bootsteps.ConsumerStep):
-    """Consumes raw XML from `<own HER-id>_async` inside the worker, acking after commit."""
+    """Consumes raw XML from `<own HER-id>_async`, handled in the pool, acked after commit.
+
+    The main process only takes messages off the queue; pool processes store them in
+    parallel (as several workers would), and a message is acked once the handler's
+    transaction has committed, or requeued when the store or transport was unavailable or
+    the pool process died. Copies of one message (same MsgId) are handled one after another,
+    so a redelivery always finds the first copy's receipt.
+    """
+
+    def start(self, c: Any) -> None:
+        """Remember the worker's pool, then start consuming."""
+        self.pool = c.pool
+        self.busy: dict[object, list[Message]] = {}  # in flight: key -> copies waiting
+        super().start(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         """One kombu consumer on our own async queue."""
@@ -165,16 +197,64 @@ class InboundConsumer(bootsteps.ConsumerStep):
         return [Consumer(channel, queues=[queue], on_message=self.on_message, prefetch_count=8)]
 
     def on_message(self, message: Message) -> None:
-        """Hand the raw bytes to the inbound handler; ack only once it is stored."""
-        from worker.inbound import receive
-
-        try:
-            receive(deps(), _raw_body(message), dict(message.headers or {}))
-        except TransientError:
-            log.warning("inbound message requeued: store or transport unavailable")
-            message.requeue()
+        """Hand the raw bytes to a pool process, unless a copy of it is in flight already."""
+        key = _copy_key(message)
+        if key in self.busy:
+            self.busy[key].append(message)
             return
-        message.ack()
+        self.busy[key] = []
+        self._dispatch(key, message)
+
+    def _dispatch(self, key: object, message: Message) -> None:
+        self.pool.apply_async(
+            handle_inbound,
+            args=(_raw_body(message), dict(message.headers or {})),
+            callback=partial(self._settle, key, message),
+            error_callback=partial(self._lost, key, message),
+        )
+
+    def _settle(self, key: object, message: Message, stored: bool) -> None:
+        try:
+            if stored:
+                message.ack()
+            else:
+                message.requeue()
+        finally:
+            self._next(key)
+
+    def _lost(self, key: object, message: Message, einfo: Any) -> None:
+        # The pool process died (or the handler failed outside its own error handling): the
+        # message goes back to the queue; a redelivery is deduplicated by MsgId.
+        log.warning("inbound message requeued: %s", getattr(einfo, "exception", einfo))
+        try:
+            message.requeue()
+        finally:
+            self._next(key)
+
+    def _next(self, key: object) -> None:
+        waiting = self.busy.get(key)
+        if waiting:
+            self._dispatch(key, waiting.pop(0))
+        else:
+            self.busy.pop(key, None)
+
+
+def _copy_key(message: Message) -> object:
+    """The transport MsgId, or the bytes themselves when a sender left it out."""
+    return (message.headers or {}).get("msgId") or hash(_raw_body(message))
+
+
+def handle_inbound(body: bytes, headers: dict[str, Any]) -> bool:
+    """In a pool process: store one inbound message; True to ack it, False to requeue it."""
+    from worker.inbound import receive
+
+    try:
+        with scope(msg_id=str(headers.get("msgId") or "")):
+            receive(deps(), body, headers)
+    except TransientError:
+        log.warning("inbound message requeued: store or transport unavailable")
+        return False
+    return True
 
 
 def _raw_body(message: Message) -> bytes:

@@ -59,7 +59,9 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.app import create_app
     from worker.constants import MAINTENANCE_QUEUE, REQUESTS_QUEUE
     from worker.errors import NotMigrated
+    from worker.observability import start_worker
 
+    start_worker(settings)  # before any metric exists and before the pool forks
     try:
         _deps(settings).store.check_migrated()
     except NotMigrated as exc:
@@ -89,7 +91,9 @@ def _beat(sub: Any) -> None:
 def run_beat(args: argparse.Namespace, settings: Settings) -> int:
     """Start Celery beat with timebok's schedule."""
     from worker.app import create_app
+    from worker.observability import init_sentry
 
+    init_sentry(settings)
     Path(args.schedule).parent.mkdir(parents=True, exist_ok=True)
     create_app(settings).start(["beat", f"--schedule={args.schedule}", "--loglevel=INFO"])
     return 0

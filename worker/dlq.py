@@ -6,7 +6,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from worker.adapters.store import get_dead_letter, get_message, utcnow
 from worker.adapters.tables import DeadLetterRow
@@ -15,7 +16,12 @@ from worker.views import NotFound
 
 
 def replay(deps: Deps, dl_id: int) -> dict[str, Any]:
-    """Run a dead letter again: requests through intake, messages through the consumer."""
+    """Run a dead letter again: requests through intake, messages through the consumer.
+
+    Idempotent like the normal path (request_id, MsgId). A replay that fails the same way
+    again keeps this dead letter open (one more attempt, the new reason) instead of adding a
+    second one; a transient error (store, broker) leaves it untouched and propagates.
+    """
     with deps.store.transaction() as s:
         row = get_dead_letter(s, dl_id)
         if row is None:
@@ -26,10 +32,28 @@ def replay(deps: Deps, dl_id: int) -> dict[str, Any]:
     result = _run(deps, kind, payload, headers)
     with deps.store.transaction() as s:
         row = get_dead_letter(s, dl_id)
+        again = _failed_again(s, row) if row is not None else None
         if row is not None:
-            row.replayed_at = utcnow()
             row.attempts += 1
-    return {"id": dl_id, "kind": kind, "result": result}
+            if again is None:
+                row.replayed_at = utcnow()
+            else:
+                row.reason, row.error_code = again.reason, again.error_code
+                s.delete(again)
+    return {"id": dl_id, "kind": kind, "result": result, "replayed": again is None}
+
+
+def _failed_again(s: Session, row: DeadLetterRow) -> DeadLetterRow | None:
+    """The dead letter this replay just wrote for the same message, if it failed again."""
+    if row.kind != "message" or not row.msg_id:
+        return None
+    stmt = (
+        select(DeadLetterRow)
+        .where(DeadLetterRow.id > row.id, DeadLetterRow.msg_id == row.msg_id)
+        .where(DeadLetterRow.kind == "message", DeadLetterRow.replayed_at.is_(None))
+        .order_by(DeadLetterRow.id.desc())
+    )
+    return s.scalars(stmt).first()
 
 
 def _forget_rejection(s: Any, msg_id: str) -> None:

@@ -6,6 +6,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -15,7 +16,8 @@ from mappers import incoming
 from mappers.codes import AppRecError, AppRecStatus, Process
 from mappers.errors import MapperError
 from mappers.model import AppRec, DialogMessage, OriginalMsgRef, Party, ReceiptError
-from worker.adapters.store import add_dead_letter, enqueue, get_message, utcnow
+from worker import metrics
+from worker.adapters.store import add_dead_letter, after_commit, enqueue, get_message, utcnow
 from worker.adapters.tables import MessageRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
@@ -47,6 +49,9 @@ def receive(deps: Deps, body: bytes, headers: dict[str, object]) -> Received:
     except Exception as exc:  # a bug must not poison the queue: keep the bytes, move on
         log.exception("inbound handler failed")
         result, outbox_ids = _dead_letter_only(deps, body, headers, f"internal error: {exc!r}")
+    if result.outcome == "duplicate":
+        metrics.duplicate()
+        log.info("duplicate suppressed", extra={"msg_id": result.msg_id})
     if outbox_ids:
         try:
             relay(deps, ids=outbox_ids)
@@ -83,6 +88,7 @@ def _receipt(deps: Deps, body: bytes, headers: dict[str, object], doc: AppRec) -
             return Received(doc.msg_id, "duplicate")
         original = get_message(s, doc.original.msg_id)
         s.add(_inbound_row(doc.msg_id, "APPREC", body, doc.sender.her_id, original))
+        _count_receipt(s, doc, original)
         if original is None or original.direction != "out":
             add_dead_letter(
                 s,
@@ -96,8 +102,26 @@ def _receipt(deps: Deps, body: bytes, headers: dict[str, object], doc: AppRec) -
             )
             return Received(doc.msg_id, "ignored", "no such outgoing message")
         detail = apply_receipt(deps, s, original, doc)
-    log.info("apprec received", extra={"msg_id": doc.msg_id, "status": doc.status.value})
+    log.info(
+        "apprec received",
+        extra={
+            "booking_id": original.booking_id,
+            "msg_id": doc.msg_id,
+            "her_id": doc.sender.her_id,
+            "type": Process.APPREC.value,
+            "status": doc.status.value,
+            "code": doc.errors[0].code if doc.errors else None,
+        },
+    )
     return Received(doc.msg_id, "processed", detail)
+
+
+def _count_receipt(s: Session, doc: AppRec, original: MessageRow | None) -> None:
+    code = str(doc.errors[0].code) if doc.errors else None
+    after_commit(s, partial(metrics.message_in, "APPREC", doc.sender.her_id, doc.status, code))
+    if original is not None and original.direction == "out" and original.sent_at is not None:
+        waited = metrics.since(original.sent_at) or 0.0
+        after_commit(s, partial(metrics.reply_latency, doc.sender.her_id, "apprec", waited))
 
 
 # -- business messages in -----------------------------------------------------------------
@@ -116,6 +140,7 @@ def _dialog(
         row.ref_to_conversation = env.conversation.ref_to_conversation if env.conversation else None
         s.add(row)
         s.flush()
+        _count_dialog(s, doc)
         outcome = _outcome(deps, s, doc)
         row.booking_id = outcome.booking_id
         row.function = (doc.reply.code.value if doc.reply else None) or (
@@ -129,10 +154,28 @@ def _dialog(
         receipt = _send_receipt(deps, s, doc, headers, outcome, row)
     log.info(
         "business message received",
-        extra={"msg_id": env.msg_id, "booking_id": outcome.booking_id, "result": outcome.detail},
+        extra={
+            "booking_id": outcome.booking_id,
+            "msg_id": env.msg_id,
+            "her_id": env.sender.her_id,
+            "type": env.process.value,
+            "result": outcome.detail,
+        },
     )
     state = "processed" if outcome.error is None else "rejected"
     return Received(env.msg_id, state, outcome.detail), [receipt]
+
+
+def _count_dialog(s: Session, doc: DialogMessage) -> None:
+    """Count the message, and time the clinic's reply to the message it answers."""
+    env = doc.envelope
+    after_commit(s, partial(metrics.message_in, env.process.value, env.sender.her_id))
+    if doc.reply is None or env.conversation is None:
+        return
+    parent = get_message(s, env.conversation.ref_to_parent)
+    waited = metrics.since(parent.sent_at) if parent and parent.direction == "out" else None
+    if waited is not None:
+        after_commit(s, partial(metrics.reply_latency, env.sender.her_id, "reply", waited))
 
 
 def _outcome(deps: Deps, s: Session, doc: DialogMessage) -> Outcome:
@@ -206,6 +249,7 @@ def _resend_receipt(s: Session, inbound_msg_id: str) -> list[int]:
     receipt = (
         s.query(MessageRow)
         .filter_by(direction="out", msg_type=Process.APPREC.value, ref_to_parent=inbound_msg_id)
+        .order_by(MessageRow.id.desc())  # after a dead-letter replay: the newer receipt
         .first()
     )
     if receipt is None or receipt.sent_at is None:
@@ -237,6 +281,7 @@ def _reject_unparsed(
         row = _inbound_row(msg_id, msg_type or "UNKNOWN", b"", _sender(exc, headers), None)
         row.status, row.error_code, row.error_text = "rejected", code.value, str(exc)[:500]
         s.add(row)
+        after_commit(s, partial(metrics.message_in, row.msg_type, row.sender_her_id))
         add_dead_letter(
             s,
             kind="message",
@@ -248,7 +293,15 @@ def _reject_unparsed(
             msg_id=msg_id,
         )
         ids = _receipt_for_unparsed(deps, s, exc, headers, msg_id, code)
-    log.warning("unreadable message rejected", extra={"msg_id": msg_id, "code": code.value})
+    log.warning(
+        "unreadable message rejected",
+        extra={
+            "msg_id": msg_id,
+            "her_id": _sender(exc, headers),
+            "type": msg_type or "UNKNOWN",
+            "code": code.value,
+        },
+    )
     return Received(msg_id, "rejected", f"{code.value}: {exc}"), ids
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker import texts
-from worker.adapters.store import utcnow
-from worker.adapters.tables import AppointmentRow, NotificationRow
+from worker import metrics, texts
+from worker.adapters.store import after_commit, utcnow
+from worker.adapters.tables import AppointmentRow, BookingRow, NotificationRow
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,16 @@ def notify(s: Session, notice: Notice) -> bool:
         )
     )
     s.flush()
+    _time_it(s, notice)
     return True
+
+
+def _time_it(s: Session, notice: Notice) -> None:
+    """Observe request -> notification once committed (for notices about a booking)."""
+    booking = s.get(BookingRow, notice.booking_id) if notice.booking_id else None
+    if booking is not None:
+        waited = metrics.since(booking.created_at) or 0.0
+        after_commit(s, partial(metrics.request_to_notification, notice.event, waited))
 
 
 @dataclass(frozen=True)

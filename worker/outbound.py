@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,14 @@ from mappers.model import (
 from worker import fnr as fnrs
 from worker import texts
 from worker.adapters.registry import Clinic
-from worker.adapters.store import add_dead_letter, enqueue, get_booking, save_moves, utcnow
+from worker.adapters.store import (
+    add_dead_letter,
+    enqueue,
+    get_booking,
+    observe_created,
+    save_moves,
+    utcnow,
+)
 from worker.adapters.tables import AppointmentRow, BookingRow, MessageRow
 from worker.bootstrap import Deps
 from worker.constants import REQUESTS_QUEUE
@@ -112,38 +119,48 @@ def submit(deps: Deps, payload: object) -> SubmitResult:
         return _store_invalid(deps, payload, payload_id(payload), list(exc.errors), None)
     for attempt in range(2):
         try:
-            result, outbox_ids = _submit_valid(deps, req)
+            # Optimistic first: a new request_id (the usual case) costs no lookup; a repeat
+            # fails on the primary key and the second attempt reads what is stored.
+            result, outbox_ids = _submit_valid(deps, req, check_first=attempt > 0)
             break
         except IntegrityError:
-            # Another worker stored the same request_id first; read what it stored.
+            # This request_id is stored already (by an earlier delivery or another worker).
             if attempt:
                 raise
-    if outbox_ids:
-        relay(deps, ids=outbox_ids)
-        result = _reread(deps, result)
+    if outbox_ids and relay(deps, ids=outbox_ids) and result.state == State.REQUESTED.value:
+        # The relay moved the booking to SENT with the publish: no need to read it back.
+        return replace(result, state=State.SENT.value)
     return result
 
 
-def _reread(deps: Deps, result: SubmitResult) -> SubmitResult:
+def _submit_valid(
+    deps: Deps, req: BookingRequest, *, check_first: bool
+) -> tuple[SubmitResult, list[int]]:
     with deps.store.transaction() as s:
-        row = get_booking(s, result.booking_id)
-        state = row.state if row is not None else result.state
-    return SubmitResult(result.booking_id, state, result.created, result.reason, result.msg_id)
-
-
-def _submit_valid(deps: Deps, req: BookingRequest) -> tuple[SubmitResult, list[int]]:
-    with deps.store.transaction() as s:
-        row = get_booking(s, req.request_id)
-        if row is not None:
-            return _existing(s, row), _unpublished(s, row.id)
+        stored = _stored(s, req) if check_first else None
+        if stored is not None:
+            return stored
         try:
             return _accept(deps, s, req)
         except Refused as exc:
+            # Refused before any write: a repeat of a stored request answers as the first did.
+            stored = None if check_first else _stored(s, req)
+            if stored is not None:
+                return stored
             refused = exc
     invalid = _store_invalid(
         deps, req.model_dump(mode="json"), req.request_id, [refused.error], refused.patient_text
     )
     return invalid, []
+
+
+def _stored(s: Session, req: BookingRequest) -> tuple[SubmitResult, list[int]] | None:
+    """What an earlier delivery of this request_id stored, or None for a new one."""
+    row = get_booking(s, req.request_id)
+    if row is None:
+        return None
+    log.info("duplicate request suppressed", extra={"booking_id": row.id})
+    return _existing(s, row), _unpublished(s, row.id)
 
 
 def _existing(s: Session, row: BookingRow) -> SubmitResult:
@@ -173,17 +190,20 @@ def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, 
         xml = dialog_message.build(msg)
     except MapperError as exc:
         return _store_bug(deps, s, req, clinic, process, str(exc)), []
-    row, booking = _new_booking(s, req, clinic, process, now)
-    row.conversation_id = msg.envelope.msg_id
-    if msg.event is not None and req.action is not Action.CANCEL:
-        row.appointment_uid = None  # assigned by the clinic's confirmation
+    # Stored with its conversation from the start; the appointment uid stays empty until
+    # the clinic's confirmation assigns one. A new booking has no moves to save.
+    row, _booking = _new_booking(s, req, clinic, process, now, msg.envelope.msg_id)
     if target is not None and target.booking is not None:
         _mark_target(s, target.booking, req)
     outbox = _queue_message(deps, s, row, msg, xml, clinic)
-    save_moves(s, row, booking)
     log.info(
         "booking accepted",
-        extra={"booking_id": row.id, "msg_id": msg.envelope.msg_id, "her_id": clinic.her_id},
+        extra={
+            "booking_id": row.id,
+            "msg_id": msg.envelope.msg_id,
+            "her_id": clinic.her_id,
+            "type": process.value,
+        },
     )
     result = SubmitResult(row.id, row.state, True, None, msg.envelope.msg_id)
     return result, [outbox]
@@ -345,10 +365,16 @@ def _event(req: BookingRequest, clinic: Clinic, target: Target | None) -> Event 
 
 
 def _new_booking(
-    s: Session, req: BookingRequest, clinic: Clinic | None, process: Process | None, now: datetime
+    s: Session,
+    req: BookingRequest,
+    clinic: Clinic | None,
+    process: Process | None,
+    now: datetime,
+    conversation_id: str | None = None,
 ) -> tuple[BookingRow, Booking]:
     row = BookingRow(
         id=req.request_id,
+        conversation_id=conversation_id,
         action=req.action.value,
         state=State.REQUESTED.value,
         patient_fnr=req.patient.fnr,
@@ -371,6 +397,7 @@ def _record_created(s: Session, booking_id: str, now: datetime) -> None:
     from worker.adapters.tables import HistoryRow
 
     s.add(HistoryRow(booking_id=booking_id, source=None, target=State.REQUESTED.value, at=now))
+    observe_created(s, booking_id)
 
 
 def _mark_target(s: Session, target: BookingRow, req: BookingRequest) -> None:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy.orm import Session
 
+from mappers.codes import Process
+from worker import metrics
 from worker.adapters.epj import Envelope, transport_headers
-from worker.adapters.store import get_booking, pending_outbox, save_moves, to_domain, utcnow
+from worker.adapters.store import (
+    after_commit,
+    get_booking,
+    pending_messages,
+    save_moves,
+    to_domain,
+    utcnow,
+)
 from worker.adapters.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.domain.booking import State
@@ -36,35 +46,35 @@ def relay(deps: Deps, *, ids: list[int] | None = None, limit: int = 200) -> int:
     so parallel relays never take the same row. A crash after publish and before commit
     republishes the same bytes with the same MsgId, which receivers deduplicate.
     """
-    published = 0
+    published, failed = 0, None
     with deps.store.transaction() as s:
-        for row in pending_outbox(s, limit, ids):
+        for row, message in pending_messages(s, limit, ids):
             try:
-                _publish(deps, s, row)
+                _publish(deps, s, row, message)
             except EpjUnavailable as exc:
+                # Committed, not rolled back with the raise: the row shows why it still waits.
                 row.attempts += 1
                 row.last_error = str(exc)[:500]
                 log.warning("EPJ transport unavailable", extra={"queue": row.queue})
-                if published == 0:
-                    raise
+                failed = exc
                 break
             published += 1
+    if failed is not None and published == 0:
+        raise failed
     return published
 
 
-def _publish(deps: Deps, s: Session, row: OutboxRow) -> None:
-    message = s.get(MessageRow, row.message_id)
-    if message is None:  # cannot happen with the foreign key; keep the relay going anyway
-        row.published_at = utcnow()
-        return
+def _publish(deps: Deps, s: Session, row: OutboxRow, message: MessageRow) -> None:
     # Lock the booking before publishing so a fast reply waits until SENT is committed.
-    booking = get_booking(s, message.booking_id, lock=True) if message.booking_id else None
+    # A receipt never moves its booking: no lock (nor query) for those.
+    booking_id = message.booking_id if message.msg_type != Process.APPREC.value else None
+    booking = get_booking(s, booking_id, lock=True) if booking_id else None
     deps.epj.publish(Envelope(row.queue, message.xml, dict(row.headers)))
     if booking is not None and booking.state == State.REQUESTED.value:
         domain = to_domain(booking)
         domain.mark_sent()
         save_moves(s, booking, domain)
-        booking.deadline_at = utcnow() + timedelta(seconds=deps.settings.apprec_timeout)
+        booking.deadline_at = deps.clock() + timedelta(seconds=deps.settings.apprec_timeout)
     now = utcnow()
     row.published_at = now
     row.attempts += 1
@@ -73,5 +83,13 @@ def _publish(deps: Deps, s: Session, row: OutboxRow) -> None:
         message.status = "sent"
     log.info(
         "message published",
-        extra={"msg_id": message.msg_id, "queue": row.queue, "booking_id": message.booking_id},
+        extra={
+            "booking_id": message.booking_id,
+            "msg_id": message.msg_id,
+            "her_id": message.receiver_her_id,
+            "type": message.msg_type,
+            "queue": row.queue,
+        },
     )
+    facts = (message.msg_type, message.receiver_her_id, message.function, message.error_code)
+    after_commit(s, partial(metrics.message_out, *facts))

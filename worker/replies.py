@@ -130,7 +130,9 @@ def _confirm(deps: Deps, s: Session, row: BookingRow, doc: DialogMessage) -> Out
 
 
 def _refuse(deps: Deps, s: Session, row: BookingRow, doc: DialogMessage) -> Outcome:
-    if row.state == State.CONFIRMED.value:
+    # A late answer to a resent request (same MsgId, answered twice) may refuse what the
+    # clinic already confirmed, even after the patient asked to cancel it.
+    if row.state in (State.CONFIRMED.value, State.CANCEL_REQUESTED.value):
         return Outcome(row.id, "ignored: a refusal after the confirmation")
     reason = _reply_reason(doc)
     _move(s, row, "reject", reason)
@@ -139,6 +141,8 @@ def _refuse(deps: Deps, s: Session, row: BookingRow, doc: DialogMessage) -> Outc
 
 
 def _change_confirmed(deps: Deps, s: Session, row: BookingRow, doc: DialogMessage) -> Outcome:
+    if row.state in (State.CONFIRMED.value, State.CANCEL_REQUESTED.value):
+        return Outcome(row.id, "already confirmed")  # a second answer to a resent change
     _move(s, row, "confirm", _reply_reason(doc))
     target = get_booking(s, row.target_id, lock=True) if row.target_id else None
     if doc.event is None or target is None:
@@ -424,6 +428,7 @@ def _notify(
         appointment_type=kind,
         reason=reason,
         video_url=event.url if event else None,
+        action=row.action,
     )
     appointment = uid or (event.uid if event else row.appointment_uid)
     if row.patient_fnr:

@@ -379,24 +379,44 @@ class Simulator:
     def run(
         self, stop_event: threading.Event | None = None, max_seconds: float | None = None
     ) -> int:
-        """Consume every simulated clinic's queue until stopped; returns messages handled."""
+        """Consume every simulated clinic's queue until stopped; returns messages handled.
+
+        A broker unreachable at the start raises EpjUnavailable; one lost later (a restart) is
+        reconnected to, keeping the scheduled replies, as an EPJ system would.
+        """
         stop = stop_event or threading.Event()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         queues = ", ".join(async_queue(c.her_id) for c in self.clinics)
         self._say(f"epj-sim: consuming {queues} on {_safe_url(self.config.epj_url)}")
+        connected = threading.Event()
+        try:
+            while not stop.is_set() and not _past(deadline):
+                try:
+                    self._consume(stop, deadline, connected)
+                except EpjUnavailable as exc:
+                    if not connected.is_set():
+                        raise
+                    self._say(f"epj-sim: {exc}; reconnecting in {RETRY_AFTER:.0f} s")
+                    stop.wait(RETRY_AFTER)
+        finally:
+            self._stopped()
+        return self.stats["handled"]
+
+    def _consume(
+        self, stop: threading.Event, deadline: float | None, connected: threading.Event
+    ) -> None:
         # kombu is unannotated, hence the ignores on its constructors.
         conn = Connection(self.config.epj_url)  # type: ignore[no-untyped-call]
+        errors = (OperationalError, OSError, *conn.connection_errors)
         try:
             with conn, self._consumers(conn):
+                connected.set()
                 while not stop.is_set() and not _past(deadline):
                     self.flush_due()
                     with suppress(TimeoutError):
                         conn.drain_events(timeout=self._wait(deadline))  # type: ignore[no-untyped-call]
-        except (OperationalError, OSError) as exc:
+        except errors as exc:
             raise EpjUnavailable(f"EPJ broker: {exc}") from exc
-        finally:
-            self._stopped()
-        return self.stats["handled"]
 
     @contextmanager
     def _consumers(self, conn: Connection) -> Iterator[None]:

@@ -60,6 +60,7 @@ class NoticeContext:
     appointment_type: str | None = None  # in_person | video | phone | urgent
     reason: str | None = None
     video_url: str | None = None
+    action: str | None = None  # the request answered: reserve | wish | change_wish | cancel
 
 
 def notification(event: str, ctx: NoticeContext) -> tuple[str, str]:
@@ -230,8 +231,13 @@ Paragraphs = tuple[str, tuple[str, ...]]
 
 
 def _confirmed(ctx: NoticeContext) -> Paragraphs:
+    lead = (
+        "Klinikken har svart på timeønsket ditt og satt opp en time til deg."
+        if ctx.action == "wish"
+        else "Din timereservasjon er bekreftet."
+    )
     return "Du har fått en ny timeavtale", (
-        "Din timereservasjon er bekreftet.",
+        lead,
         _details(ctx),
         _advice(ctx),
         _reason("Melding fra klinikken", ctx),

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from worker import texts
 from worker.adapters.store import enqueue, save_moves, to_domain
-from worker.adapters.tables import BookingRow, MessageRow
+from worker.adapters.tables import BookingRow, MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.domain.booking import Action, State
 from worker.inbox import Notice, notify
@@ -50,7 +50,17 @@ def _handle(deps: Deps, s: Session, row: BookingRow, now: datetime) -> int:
     if row.state == State.DELIVERED.value:
         _give_up(deps, s, row, "expire", "expired", "no reply from the clinic in time")
         return 1
-    if row.resends < cfg.max_resends and _resend(s, row):
+    message = _sent_message(s, row)
+    if message is not None and _still_in_outbox(s, message):
+        # Our own EPJ transport is down: the last copy has not left. Another copy would only
+        # queue up behind it, and a clinic that never got it is not silent: wait, uncounted.
+        row.deadline_at = now + timedelta(seconds=cfg.apprec_timeout)
+        log.warning("resend waits for the EPJ transport", extra={"booking_id": row.id})
+        return 0
+    if row.resends < cfg.max_resends and message is not None and message.receiver_her_id:
+        # Queue the stored document again: same bytes, same MsgId.
+        headers = transport_headers_for(message)
+        enqueue(s, message, async_queue(message.receiver_her_id), headers)
         row.resends += 1
         row.deadline_at = now + timedelta(seconds=cfg.apprec_timeout * 2**row.resends)
         log.info("resent without receipt", extra={"booking_id": row.id, "attempt": row.resends})
@@ -59,19 +69,22 @@ def _handle(deps: Deps, s: Session, row: BookingRow, now: datetime) -> int:
     return 1
 
 
-def _resend(s: Session, row: BookingRow) -> bool:
-    """Queue the stored document again: same bytes, same MsgId."""
+def _sent_message(s: Session, row: BookingRow) -> MessageRow | None:
+    """The business message this booking sent (one per booking; receipts excluded)."""
     stmt = (
         select(MessageRow)
         .where(MessageRow.booking_id == row.id, MessageRow.direction == "out")
         .where(MessageRow.msg_type != "APPREC")
         .order_by(MessageRow.id)
     )
-    message = s.scalars(stmt).first()
-    if message is None or not message.receiver_her_id:
-        return False
-    enqueue(s, message, async_queue(message.receiver_her_id), transport_headers_for(message))
-    return True
+    return s.scalars(stmt).first()
+
+
+def _still_in_outbox(s: Session, message: MessageRow) -> bool:
+    stmt = select(OutboxRow.id).where(
+        OutboxRow.message_id == message.id, OutboxRow.published_at.is_(None)
+    )
+    return s.scalars(stmt.limit(1)).first() is not None
 
 
 def _give_up(deps: Deps, s: Session, row: BookingRow, method: str, event: str, why: str) -> None:

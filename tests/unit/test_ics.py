@@ -1,4 +1,4 @@
-"""The .ics export imports into a calendar: UID, DTSTART/DTEND with a time zone, SUMMARY, LOCATION."""
+"""The .ics export imports into a calendar: UID, zoned DTSTART/DTEND, SUMMARY, LOCATION."""
 
 from __future__ import annotations
 

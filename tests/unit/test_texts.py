@@ -278,3 +278,16 @@ def test_status_constants_are_the_labels() -> None:
 def test_unknown_status_label() -> None:
     with pytest.raises(ValueError, match="no label for status 'LOST'"):
         appointment_status_label("LOST")
+
+
+def test_confirmed_wish_says_the_wish_was_answered() -> None:
+    from worker.texts import NoticeContext, notification
+
+    _title, wish = notification(
+        "confirmed", NoticeContext(clinic_name="Testlegekontoret", action="wish")
+    )
+    _title, slot = notification(
+        "confirmed", NoticeContext(clinic_name="Testlegekontoret", action="reserve")
+    )
+    assert "timeønsket ditt" in wish and "timereservasjon" not in wish
+    assert "Din timereservasjon er bekreftet." in slot

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import metrics
 from worker.adapters.tables import (
     BookingRow,
     DeadLetterRow,
@@ -23,7 +27,10 @@ from worker.adapters.tables import (
 from worker.domain.booking import Action, Booking, State
 from worker.errors import NotMigrated, StoreUnavailable
 
+log = logging.getLogger("timebok.store")
+moves_log = logging.getLogger("timebok.booking")
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+IDLE_PING_AFTER = 1.0  # seconds a pooled connection may idle before checkout pings it
 
 
 def utcnow() -> datetime:
@@ -39,9 +46,32 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
-    return create_engine(
-        url, pool_size=5, max_overflow=5, pool_pre_ping=True, connect_args=connect_args
-    )
+    engine = create_engine(url, pool_size=5, max_overflow=5, connect_args=connect_args)
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pre-ping a pooled connection only when it sat idle: a busy worker pays no round trip.
+
+    pool_pre_ping would add a SELECT 1 to every transaction. A connection the server dropped
+    while it idled is still caught here; one dropped mid-burst fails its transaction once
+    (StoreUnavailable, retried), after which SQLAlchemy invalidates the whole pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_AFTER:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("pooled connection is gone") from exc
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -71,6 +101,22 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+_AFTER_COMMIT = "timebok.after_commit"
+
+
+def after_commit(s: Session, hook: Callable[[], None]) -> None:
+    """Run `hook` once this unit of work has committed; never when it rolls back."""
+    s.info.setdefault(_AFTER_COMMIT, []).append(hook)
+
+
+def _run_hooks(hooks: list[Callable[[], None]]) -> None:
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # metrics and log lines must never undo a committed change
+            log.warning("after-commit hook failed", exc_info=True)
+
+
 class Store:
     """Sessions and transactions over one engine."""
 
@@ -85,10 +131,12 @@ class Store:
         try:
             with session.begin():
                 yield session
+            hooks = session.info.pop(_AFTER_COMMIT, [])
         except OperationalError as exc:
             raise StoreUnavailable(f"database error: {exc.orig!s}"[:300]) from exc
         finally:
             session.close()
+        _run_hooks(hooks)
 
     @property
     def is_postgres(self) -> bool:
@@ -155,10 +203,48 @@ def save_moves(s: Session, row: BookingRow, booking: Booking) -> None:
                 at=ev.at,
             )
         )
+    _announce(s, row, [(ev.source.value, ev.target.value) for ev in booking.events])
     booking.events.clear()
     row.state = booking.state.value
     row.reason = booking.reason
     row.updated_at = utcnow()
+
+
+def observe_created(s: Session, booking_id: str) -> None:
+    """Log and count a new booking's first state (REQUESTED) once it is committed."""
+    row = s.get(BookingRow, booking_id)  # in the session already: no query
+    if row is not None:
+        _announce(s, row, [(None, State.REQUESTED.value)])
+
+
+def _announce(s: Session, row: BookingRow, moves: list[tuple[str | None, str]]) -> None:
+    if moves:
+        facts = (row.id, row.clinic_her_id, row.conversation_id, row.created_at)
+        after_commit(s, partial(_moved, *facts, moves))
+
+
+def _moved(
+    booking_id: str,
+    her_id: str | None,
+    msg_id: str | None,
+    created_at: datetime | None,
+    moves: list[tuple[str | None, str]],
+) -> None:
+    """One log line and one count per committed state change (never the reason: free text)."""
+    for source, target in moves:
+        moves_log.info(
+            "booking state changed",
+            extra={
+                "booking_id": booking_id,
+                "from_state": source,
+                "to_state": target,
+                "msg_id": msg_id,
+                "her_id": her_id,
+            },
+        )
+        metrics.state_changed(target)
+        if source == State.REQUESTED.value and target == State.SENT.value:
+            metrics.request_to_epj(metrics.since(created_at) or 0.0)
 
 
 def history(s: Session, booking_id: str) -> list[HistoryRow]:
@@ -177,8 +263,16 @@ def bookings_by_state(s: Session) -> dict[str, int]:
 
 
 def get_message(s: Session, msg_id: str) -> MessageRow | None:
-    """The stored message with this MsgId."""
-    return s.scalars(select(MessageRow).where(MessageRow.msg_id == msg_id)).first()
+    """The stored message with this MsgId (remembered for the session once found)."""
+    # One inbound message looks up the message it answers more than once (metrics, then
+    # correlation); MsgIds never change and rows are never deleted, so a hit stays valid.
+    found: dict[str, MessageRow] = s.info.setdefault("timebok.messages", {})
+    row = found.get(msg_id)
+    if row is None:
+        row = s.scalars(select(MessageRow).where(MessageRow.msg_id == msg_id)).first()
+        if row is not None:
+            found[msg_id] = row
+    return row
 
 
 def messages_for(s: Session, booking_id: str) -> list[MessageRow]:
@@ -201,11 +295,23 @@ def enqueue(s: Session, message: MessageRow, queue: str, headers: dict[str, str]
 
 def pending_outbox(s: Session, limit: int, ids: list[int] | None = None) -> list[OutboxRow]:
     """Unpublished outbox rows, locked so parallel relays never take the same row."""
-    stmt = select(OutboxRow).where(OutboxRow.published_at.is_(None))
+    return [row for row, _message in pending_messages(s, limit, ids)]
+
+
+def pending_messages(
+    s: Session, limit: int, ids: list[int] | None = None
+) -> list[tuple[OutboxRow, MessageRow]]:
+    """Unpublished outbox rows (locked, as above) with their messages, in one query."""
+    stmt = (
+        select(OutboxRow, MessageRow)
+        .join(MessageRow, MessageRow.id == OutboxRow.message_id)
+        .where(OutboxRow.published_at.is_(None))
+    )
     if ids is not None:
         stmt = stmt.where(OutboxRow.id.in_(ids))
-    stmt = stmt.order_by(OutboxRow.id).limit(limit).with_for_update(skip_locked=True)
-    return list(s.scalars(stmt))
+    stmt = stmt.order_by(OutboxRow.id).limit(limit)
+    stmt = stmt.with_for_update(skip_locked=True, of=OutboxRow)
+    return [(row, message) for row, message in s.execute(stmt)]
 
 
 def outbox_backlog(s: Session) -> int:
@@ -245,6 +351,7 @@ def add_dead_letter(
     )
     s.add(row)
     s.flush()
+    after_commit(s, partial(metrics.dead_letter, kind))
     return row
 
 

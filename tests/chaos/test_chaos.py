@@ -1,0 +1,779 @@
+"""Chaos: nothing lost, nothing doubled while workers are killed, Redis restarts and the EPJ
+simulator drops AppRecs and delivers replies twice.
+
+The short run (TIMEBOK_CHAOS_BOOKINGS unset: 200 requests) is part of `make test`; `make chaos`
+runs 2,000. Set TIMEBOK_CHAOS_SEED to replay a run's choices (the figures print the seed).
+
+"Settled" (the end state every booking must reach) is defined explicitly as: a terminal state
+(REJECTED, CANCELLED, FAILED, EXPIRED, INVALID) or CONFIRMED, which is where a reserve, wish or
+change_wish rests once the clinic has answered. REQUESTED, SENT, DELIVERED and CANCEL_REQUESTED
+are never settled.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import random
+import re
+import secrets
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from kombu.exceptions import KombuError, OperationalError
+from redis import RedisError
+from sqlalchemy import text
+
+from mappers import incoming
+from mappers.model import DialogMessage
+from tests.chaos import harness as h
+from tests.conftest import PG_URL
+from tests.support import fnr, request
+from worker import fnr as fnrs
+from worker.app import create_app
+from worker.bootstrap import Deps, bootstrap
+from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+from worker.domain.booking import TERMINAL, State, can_move
+from worker.settings import Settings
+
+pytestmark = pytest.mark.e2e
+
+SIZE = int(os.environ.get("TIMEBOK_CHAOS_BOOKINGS", "200"))
+SEED = int(os.environ.get("TIMEBOK_CHAOS_SEED") or secrets.randbelow(1_000_000))
+# Submitted at ~12 a second (within what 2 cores sustain with the chaos going on), never in
+# less than 20 s: an overloaded EPJ answers AppRecs late and every late AppRec is a resend.
+WINDOW = max(20.0, SIZE / 12)  # seconds over which requests are submitted (and chaos runs)
+SETTLE = 150.0  # seconds allowed after the last request for everything to settle
+SETTLED = frozenset({*TERMINAL, State.CONFIRMED})
+# Short timeouts so dropped AppRecs cause resends within the run (the sim replies after 3.5 s,
+# later than the 3 s AppRec timeout) and a killed worker's messages come back within seconds.
+TIMEBOK = {
+    "apprec_timeout": 3,
+    # A reply Redis lost (see _check_transport_losses) expires the booking after this: 30 s
+    # keeps the short run within a minute and is well above the slowest reply we see (~20 s).
+    "reply_timeout": 30 if SIZE < 1000 else 60,
+    "max_resends": 5,
+    "visibility_timeout": 10,
+    "relay_interval": 1,
+    "timeout_check_interval": 1,
+    "retry_backoff_max": 4,
+    "task_max_retries": 30,
+}
+SIM = ["--policy", "random", "--seed", str(SEED), "--delay", "3.5"]
+SIM += ["--drop-apprec-rate", "0.05", "--duplicate-rate", "0.05"]
+
+CLINIC, WISH_CLINIC, VIDEO_CLINIC, OFFLINE_CLINIC = "8090001", "8090010", "8090020", "8090030"
+NAMES = {
+    CLINIC: "Testlegekontoret",
+    WISH_CLINIC: "Helsestasjonen Nord",
+    VIDEO_CLINIC: "Video Legesenter",
+    OFFLINE_CLINIC: "Frakoblet legekontor",
+}
+# Kinds of request and their share; cancel / change_wish follow a confirmed reserve / wish.
+MIX = {
+    "reserve": 0.42,
+    "video": 0.10,
+    "child": 0.05,
+    "wish": 0.12,
+    "wish_rejected": 0.04,
+    "cancel": 0.12,
+    "change_wish": 0.08,
+    "invalid": 0.07,
+}
+FOLLOW_UPS = frozenset({"cancel", "change_wish"})
+PORTAL_RETRY_RATE = 0.03  # the portal sends the same request (same request_id) twice
+RESEND_AFTER = 12.0  # seconds without a booking before the portal looks for a lost request
+OUTCOMES: dict[str, frozenset[str]] = {
+    "reserve": frozenset({"CONFIRMED", "REJECTED", "CANCELLED", "FAILED", "EXPIRED"}),
+    "cancel": frozenset({"CANCELLED", "REJECTED", "FAILED", "EXPIRED"}),
+    "change_wish": frozenset({"CONFIRMED", "REJECTED", "FAILED", "EXPIRED"}),
+    "invalid": frozenset({"INVALID"}),
+}
+NOTICE = {
+    ("reserve", "CONFIRMED"): "confirmed",
+    ("reserve", "REJECTED"): "rejected",
+    ("wish", "CONFIRMED"): "confirmed",
+    ("wish", "REJECTED"): "rejected",
+    ("cancel", "CANCELLED"): "cancel_confirmed",
+    ("cancel", "REJECTED"): "cancel_refused",
+    ("change_wish", "REJECTED"): "rejected",
+}
+CONFIRMED_AMONG = text("SELECT id FROM bookings WHERE state = 'CONFIRMED' AND id = ANY(:ids)")
+WIRE = re.compile(r"^(\d+) <- (\w+) msg=([0-9a-f]{8}) ", re.MULTILINE)
+
+
+# -- the portal: submits the requests (and a few twice) -------------------------------------
+
+
+@dataclass
+class Sent:
+    """One request the portal submitted."""
+
+    request_id: str
+    kind: str
+    at: datetime
+    target: str | None = None
+    copies: int = 1
+    patient_n: int = 0  # the patient's number in tests.support.fnr(n)
+    identifiable: bool = True  # the patient's fnr is valid (an invalid request gets a notice)
+    payload: dict[str, Any] = field(default_factory=dict, repr=False)
+    last_sent: float = 0.0
+
+
+@dataclass
+class Portal:
+    """Submits SIZE requests over WINDOW seconds, like the portal, surviving broker outages."""
+
+    settings: Settings
+    deps: Deps
+    rng: random.Random
+    sent: dict[str, Sent] = field(default_factory=dict)
+    send_errors: int = 0
+    resent: list[str] = field(default_factory=list)
+    _n: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _last_n: int = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Send every planned request, follow-ups once their target is CONFIRMED."""
+        app = create_app(self.settings)
+        kinds = self._plan()
+        started = time.monotonic()
+        for i, kind in enumerate(kinds):
+            while time.monotonic() < started + i * WINDOW / SIZE:
+                time.sleep(0.01)
+            if stop.is_set():
+                return
+            self._submit(app, kind)
+
+    def _plan(self) -> list[str]:
+        kinds = [k for k, share in MIX.items() for _ in range(round(SIZE * share))]
+        kinds = (kinds + ["reserve"] * SIZE)[:SIZE]
+        self.rng.shuffle(kinds)
+        # Follow-ups late in the run have confirmed bookings to refer to.
+        return sorted(kinds, key=lambda k: k in FOLLOW_UPS and self.rng.random() < 0.6)
+
+    def _submit(self, app: Any, kind: str) -> None:
+        target = self._target(kind) if kind in FOLLOW_UPS else None
+        if kind in FOLLOW_UPS and target is None:
+            kind = "reserve"  # nothing confirmed to refer to yet
+        payload = self._payload(kind, target)
+        sent = Sent(payload["request_id"], kind, datetime.now(UTC), target[0] if target else None)
+        sent.patient_n = target[1] if target else self._last_n
+        sent.identifiable = fnrs.is_valid(payload["patient"]["fnr"])
+        sent.payload = payload
+        self.sent[sent.request_id] = sent
+        self._send(app, sent)
+        if self.rng.random() < PORTAL_RETRY_RATE:
+            sent.copies += 1
+            self._send(app, sent)
+
+    def resend_missing(self) -> None:
+        """Re-send (same request_id) what has no booking and is no longer in the broker.
+
+        kombu's Redis transport pops a message with BRPOP before recording it as unacked: a
+        worker main process (or Redis) dying in between takes the message with it (kombu#305).
+        Only such a request is re-sent, the request_id makes that safe, and the test bounds
+        how often it may happen. Anything queued or unacked is merely late, not lost.
+        """
+        due = [s for s in self.sent.values() if time.monotonic() - s.last_sent > RESEND_AFTER]
+        if not due:
+            return
+        with self.deps.store.engine.connect() as conn:
+            have = {
+                r[0]
+                for r in conn.execute(
+                    text("SELECT id FROM bookings WHERE id = ANY(:ids)"),
+                    {"ids": [s.request_id for s in due]},
+                )
+            }
+        missing = [s for s in due if s.request_id not in have]
+        if not missing:
+            return
+        held = _in_broker(self.settings.broker_url)
+        app = create_app(self.settings)
+        for sent in missing:
+            if sent.request_id not in held:
+                self.resent.append(sent.request_id)
+                self._send(app, sent)
+
+    def _payload(self, kind: str, target: tuple[str, int] | None) -> dict[str, Any]:
+        n = self._last_n = next(self._n)
+        if kind in FOLLOW_UPS:
+            assert target is not None
+            action = "cancel" if kind == "cancel" else "change_wish"
+            return request(
+                action, patient_n=target[1], booking_ref=target[0], clinic=_clinic(CLINIC)
+            )
+        if kind == "video":
+            return request(
+                "reserve", patient_n=n, clinic=_clinic(VIDEO_CLINIC), appointment_type="video"
+            )
+        if kind == "child":
+            parent = {"fnr": fnr(n + 5_000), "given_name": "Ola", "family_name": "Forelder"}
+            requester = parent | {"relation": "parental_responsibility"}
+            return request("reserve", patient_n=n, requester=requester)
+        if kind in ("wish", "wish_rejected"):
+            clinic = WISH_CLINIC if kind == "wish_rejected" else CLINIC
+            return request("wish", patient_n=n, clinic=_clinic(clinic))
+        if kind == "invalid":
+            return _invalid(n, self.rng)
+        return request("reserve", patient_n=n)
+
+    def _target(self, kind: str) -> tuple[str, int] | None:
+        """A CONFIRMED booking no follow-up refers to yet: (id, patient number)."""
+        wanted = ("wish",) if kind == "change_wish" else ("reserve", "video", "child", "wish")
+        used = {s.target for s in self.sent.values() if s.target}
+        candidates = [s.request_id for s in self.sent.values() if s.kind in wanted]
+        candidates = [c for c in candidates if c not in used]
+        if not candidates:
+            return None
+        with self.deps.store.engine.connect() as conn:
+            confirmed = sorted(r[0] for r in conn.execute(CONFIRMED_AMONG, {"ids": candidates}))
+        if not confirmed:
+            return None
+        booking_id = self.rng.choice(confirmed)
+        return booking_id, self.sent[booking_id].patient_n
+
+    def _send(self, app: Any, sent: Sent) -> None:
+        """send_task until the broker takes it (Redis may be restarting)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                app.send_task(SUBMIT_TASK, args=[sent.payload], queue=REQUESTS_QUEUE)
+                sent.last_sent = time.monotonic()
+                return
+            except (OperationalError, KombuError, RedisError, OSError):
+                self.send_errors += 1
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
+def _in_broker(url: str) -> set[str]:
+    """request_ids of the submit tasks waiting in the queue or held unacked by a worker."""
+    with redis.Redis.from_url(url) as client:
+        raw = list(client.lrange(REQUESTS_QUEUE, 0, -1))
+        raw += [json.loads(v)[0] for v in client.hvals("unacked")]
+    found: set[str] = set()
+    for item in raw:
+        message = json.loads(item) if isinstance(item, bytes | str) else item
+        if (message.get("headers") or {}).get("task") != SUBMIT_TASK:
+            continue  # an inbound EPJ document or a housekeeping task
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        if args and isinstance(args[0], dict):
+            found.add(str(args[0].get("request_id")))
+    return found
+
+
+def _clinic(her_id: str) -> dict[str, str]:
+    return {"her_id": her_id, "name": NAMES[her_id]}
+
+
+def _invalid(n: int, rng: random.Random) -> dict[str, Any]:
+    """A request the worker must refuse: bad check digit, offline clinic, unsupported process."""
+    how = rng.choice(["check_digit", "offline", "unsupported"])
+    if how == "offline":
+        return request("reserve", patient_n=n, clinic=_clinic(OFFLINE_CLINIC))
+    if how == "unsupported":  # Helsestasjonen Nord takes no slot reservations
+        return request("reserve", patient_n=n, clinic=_clinic(WISH_CLINIC))
+    req = request("reserve", patient_n=n)
+    good = req["patient"]["fnr"]
+    req["patient"]["fnr"] = good[:10] + str((int(good[10]) + 1) % 10)
+    return req
+
+
+# -- the chaos monkey -------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """Redis (AOF) + worker + beat + simulator, and what was done to them."""
+
+    redis: h.RedisServer
+    worker: h.Service
+    beat: h.Service
+    sim: h.Service
+    rng: random.Random
+    figures: Counter[str] = field(default_factory=Counter)
+    exits: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def chaos(self, stop: threading.Event) -> None:
+        """Kill pool children, the worker main process and Redis on a schedule within WINDOW."""
+        plan = _schedule(self.rng)
+        started = time.monotonic()
+        for at, action in plan:
+            while time.monotonic() < started + at:
+                if stop.wait(0.2):
+                    return
+                self.supervise()
+            getattr(self, f"_{action}")()
+        while not stop.wait(0.5):
+            self.supervise()
+
+    def _kill_child(self) -> None:
+        with self.lock:
+            kids = self.worker.children()
+            if kids:
+                h.kill_pid(self.rng.choice(kids))
+                self.figures["kill -9 pool child"] += 1
+
+    def _kill_main(self) -> None:
+        with self.lock:
+            self.worker.kill()
+            self.figures["kill -9 worker main process"] += 1
+            time.sleep(self.rng.uniform(0, 2))
+            self.worker.start()
+
+    def _restart_redis(self) -> None:
+        with self.lock:
+            self.redis.kill()
+            self.figures["kill -9 + restart Redis"] += 1
+            time.sleep(1.0)
+            self.redis.start()
+
+    def supervise(self) -> None:
+        """Processes that died of the chaos (not killed by us) are restarted and counted."""
+        with self.lock:
+            for name, service in (("worker", self.worker), ("beat", self.beat), ("sim", self.sim)):
+                if not service.running():
+                    rc = service.proc.returncode if service.proc is not None else None
+                    self.figures[f"{name} exited by itself (rc {rc}), restarted"] += 1
+                    self.exits.append(f"{name} rc {rc}: {service.text()[-2000:]}")
+                    service.start()
+
+
+def _schedule(rng: random.Random) -> list[tuple[float, str]]:
+    """Pool-child kills every ~WINDOW/7 s, two or more main-process kills, one Redis restart."""
+    plan = [(WINDOW * (i + rng.random()) / 7, "kill_child") for i in range(7)]
+    mains = max(2, round(WINDOW / 20))
+    plan += [(WINDOW * (i + 0.3 + 0.4 * rng.random()) / mains, "kill_main") for i in range(mains)]
+    plan.append((WINDOW * 0.5, "restart_redis"))
+    return sorted(plan)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Settings, Deps]]:
+    with ExitStack() as stack:
+        redis = h.RedisServer(tmp_path / "redis").start()
+        stack.callback(redis.stop)
+        schema = stack.enter_context(h.private_schema("timebok_chaos"))
+        env = h.timebok_env(redis.url(), schema, **TIMEBOK)
+        worker = h.worker(env, tmp_path / "worker.log", concurrency=2)
+        beat = h.beat(env, tmp_path / "beat.log", tmp_path / "beat-schedule")
+        sim = h.simulator(env, tmp_path / "sim.log", *SIM)
+        for service in (worker, beat, sim):
+            stack.callback(service.stop)
+            service.start()
+        settings = Settings(
+            broker_url=redis.url(), database_url=PG_URL, database_schema=schema, **TIMEBOK
+        )
+        deps = bootstrap(settings)
+        stack.callback(deps.store.engine.dispose)
+        yield Cluster(redis, worker, beat, sim, random.Random(SEED)), settings, deps
+
+
+@pytest.mark.timeout(int(WINDOW + SETTLE + 120))
+def test_nothing_lost_nothing_doubled(cluster: tuple[Cluster, Settings, Deps]) -> None:
+    world, settings, deps = cluster
+    print(f"\nchaos: {SIZE} requests over {WINDOW:.0f} s, seed {SEED}")
+    portal = Portal(settings, deps, random.Random(SEED + 1))
+    stop = threading.Event()
+    monkey = threading.Thread(target=world.chaos, args=(stop,), daemon=True)
+    started = time.monotonic()
+    monkey.start()
+    try:
+        portal.run(stop)
+        submitted = time.monotonic() - started
+        _settle(deps, portal, world)
+        settled = time.monotonic() - started
+        _quiesce(deps)
+    finally:
+        stop.set()
+        monkey.join(30)
+    for service in (world.sim, world.beat, world.worker):
+        service.stop()
+    facts = _facts(deps)
+    figures = _check(facts, portal, world.sim.text())
+    figures |= _check_transport_losses(facts, portal, world, settings.inbound_queue)
+    figures |= dict(world.figures) | {
+        "requests submitted": len(portal.sent),
+        "portal sent twice (same request_id)": sum(s.copies - 1 for s in portal.sent.values()),
+        "portal send errors (broker down), retried": portal.send_errors,
+        "requests lost by the broker, re-sent by the portal": len(portal.resent),
+        "worker starts": world.worker.starts,
+        "seconds to submit": round(submitted, 1),
+        "seconds until all settled": round(settled, 1),
+    }
+    figures |= _log_figures(world.worker.text(), world.sim.text())
+    print("\n".join(f"  {k:<52} {v}" for k, v in figures.items()))
+    for exit_ in world.exits:
+        print(f"--- a process exited by itself ---\n{exit_}")
+    assert not world.exits, "a process died of the chaos instead of riding it out"
+    worker_log = world.worker.text()
+    assert "Unrecoverable error" not in worker_log  # Celery's last words before it exits
+    assert _count(worker_log, "inbound handler failed") == 0  # a bug in our handlers
+
+
+def _settle(deps: Deps, portal: Portal, world: Cluster) -> None:
+    """Wait until every submitted request has a booking and all bookings are settled."""
+    ids = list(portal.sent)
+    unsettled = [s.value for s in State if s not in SETTLED]
+
+    def done() -> bool:
+        world.supervise()
+        portal.resend_missing()
+        with deps.store.engine.connect() as conn:
+            have = conn.execute(
+                text("SELECT count(*) FROM bookings WHERE id = ANY(:ids)"), {"ids": ids}
+            ).scalar_one()
+            open_ = conn.execute(
+                text("SELECT count(*) FROM bookings WHERE state = ANY(:s)"), {"s": unsettled}
+            ).scalar_one()
+        return have == len(ids) and open_ == 0
+
+    try:
+        h.poll(done, SETTLE, "every booking settled", interval=0.5)
+    except TimeoutError:
+        pytest.fail(_stuck_report(deps, ids, world.redis.url()))
+
+
+def _quiesce(deps: Deps) -> None:
+    """Let late duplicates (second replies to resent messages) arrive and be handled."""
+    last: tuple[int, int] = (-1, -1)
+
+    def still() -> bool:
+        nonlocal last
+        with deps.store.engine.connect() as conn:
+            now = (
+                conn.execute(text("SELECT count(*) FROM messages")).scalar_one(),
+                conn.execute(
+                    text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                ).scalar_one(),
+            )
+        same, last = now == last and now[1] == 0, now
+        return same
+
+    with suppress(TimeoutError):
+        h.poll(still, 30, "quiet", interval=4.0)
+
+
+def _stuck_report(deps: Deps, ids: list[str], broker_url: str) -> str:
+    with deps.store.engine.connect() as conn:
+        have = {r[0] for r in conn.execute(text("SELECT id FROM bookings"))}
+        states = conn.execute(text("SELECT state, count(*) FROM bookings GROUP BY state")).all()
+        stuck = conn.execute(
+            text("SELECT id, state FROM bookings WHERE state = ANY(:s) LIMIT 5"),
+            {"s": [s.value for s in State if s not in SETTLED]},
+        ).all()
+    missing = [i for i in ids if i not in have]
+    with redis.Redis.from_url(broker_url) as client:
+        unacked = [v for v in client.hvals("unacked") if any(m.encode() in v for m in missing)]
+        queued = [
+            v for v in client.lrange(REQUESTS_QUEUE, 0, -1) if any(m.encode() in v for m in missing)
+        ]
+    return (
+        f"not settled in {SETTLE:.0f} s: states {states}, e.g. {stuck}; "
+        f"{len(missing)} requests without a booking {missing[:5]} "
+        f"({len(unacked)} of them unacked in Redis, {len(queued)} still queued)"
+    )
+
+
+# -- the checks -------------------------------------------------------------------------------
+
+
+@dataclass
+class Facts:
+    """Everything the store holds after the run."""
+
+    bookings: dict[str, dict[str, Any]]
+    history: dict[str, list[tuple[str | None, str, datetime]]]
+    messages: list[dict[str, Any]]
+    outbox: Counter[int]
+    unpublished: int
+    notifications: list[tuple[str | None, str, str]]
+    dead_letters: list[tuple[str, str | None, str]]
+
+
+def _facts(deps: Deps) -> Facts:
+    with deps.store.engine.connect() as conn:
+        bookings = {
+            r.id: dict(r._mapping)
+            for r in conn.execute(
+                text("SELECT id, action, state, resends, target_id, created_at FROM bookings")
+            )
+        }
+        history: dict[str, list[tuple[str | None, str, datetime]]] = defaultdict(list)
+        for r in conn.execute(
+            text("SELECT booking_id, source, target, at FROM booking_history ORDER BY id")
+        ):
+            history[r.booking_id].append((r.source, r.target, r.at))
+        messages = [
+            dict(r._mapping)
+            for r in conn.execute(
+                text(
+                    "SELECT id, msg_id, direction, booking_id, msg_type, function, "
+                    "ref_to_parent, status FROM messages"
+                )
+            )
+        ]
+        outbox = Counter(
+            int(r.message_id) for r in conn.execute(text("SELECT message_id FROM outbox"))
+        )
+        unpublished = conn.execute(
+            text("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        ).scalar_one()
+        notes = [
+            (r.booking_id, r.event, r.dedupe_key)
+            for r in conn.execute(text("SELECT booking_id, event, dedupe_key FROM notifications"))
+        ]
+        dead = [
+            (r.kind, r.booking_id, r.reason)
+            for r in conn.execute(text("SELECT kind, booking_id, reason FROM dead_letters"))
+        ]
+    return Facts(bookings, history, messages, outbox, int(unpublished), notes, dead)
+
+
+def _check(facts: Facts, portal: Portal, sim_log: str) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    figures |= _check_accounted(facts, portal)
+    figures |= _check_settled(facts, portal)
+    figures |= _check_one_msg_id(facts, portal)
+    figures |= _check_wire(facts, sim_log)
+    figures |= _check_notifications(facts, portal)
+    figures |= _check_receipts(facts)
+    figures |= _check_dead_letters(facts, portal)
+    return figures
+
+
+def _kind(sent: Sent) -> str:
+    return {"video": "reserve", "child": "reserve", "wish_rejected": "wish"}.get(
+        sent.kind, sent.kind
+    )
+
+
+def _check_accounted(facts: Facts, portal: Portal) -> dict[str, Any]:
+    missing = [i for i in portal.sent if i not in facts.bookings]
+    extra = [i for i in facts.bookings if i not in portal.sent]
+    assert not missing, f"{len(missing)} submitted requests have no booking: {missing[:5]}"
+    assert not extra, f"{len(extra)} bookings nobody asked for: {extra[:5]}"
+    return {"bookings": len(facts.bookings), "bookings unaccounted for": len(missing)}
+
+
+def _check_settled(facts: Facts, portal: Portal) -> dict[str, Any]:
+    slowest = 0.0
+    for booking_id, sent in portal.sent.items():
+        row = facts.bookings[booking_id]
+        kind = _kind(sent)
+        allowed = OUTCOMES.get(kind, OUTCOMES["reserve"])
+        assert row["state"] in allowed, f"{kind} {booking_id} ended {row['state']}"
+        path = [target for _source, target, _at in facts.history[booking_id]]
+        for a, b in itertools.pairwise(path):
+            assert can_move(State(a), State(b)), f"{booking_id}: illegal {a} -> {b} in {path}"
+        first = next(at for _s, target, at in facts.history[booking_id] if target in SETTLED)
+        slowest = max(slowest, (first - sent.at).total_seconds())
+        if kind == "cancel" and row["state"] == "CANCELLED":
+            assert facts.bookings[str(sent.target)]["state"] == "CANCELLED", booking_id
+    states = Counter(str(b["state"]) for b in facts.bookings.values())
+    return {
+        "bookings by state": dict(sorted(states.items())),
+        "max seconds from submit to settled": round(slowest, 1),
+    }
+
+
+def _business_out(facts: Facts) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for m in facts.messages:
+        if m["direction"] == "out" and m["msg_type"] != "APPREC":
+            out[str(m["booking_id"])].append(m)
+    return out
+
+
+def _check_one_msg_id(facts: Facts, portal: Portal) -> dict[str, Any]:
+    out = _business_out(facts)
+    resends = 0
+    for booking_id, row in facts.bookings.items():
+        sent = out.get(booking_id, [])
+        if row["state"] == "INVALID":
+            assert not sent, f"invalid booking {booking_id} sent {len(sent)} messages"
+            continue
+        by_function = Counter(m["function"] for m in sent)
+        assert len(sent) == 1 and set(by_function.values()) == {1}, (
+            f"booking {booking_id}: {len(sent)} MsgIds {[m['msg_id'] for m in sent]}"
+        )
+        [message] = sent
+        assert facts.outbox[message["id"]] == 1 + row["resends"], (
+            f"booking {booking_id}: {facts.outbox[message['id']]} outbox rows, "
+            f"{row['resends']} resends"
+        )
+        resends += row["resends"]
+    assert facts.unpublished == 0, f"{facts.unpublished} outbox rows never published"
+    return {"resends (same MsgId)": resends}
+
+
+def _check_wire(facts: Facts, sim_log: str) -> dict[str, Any]:
+    """What the simulator received: only MsgIds we stored, one per booking, however often."""
+    by_prefix: dict[str, set[str]] = defaultdict(set)
+    owner: dict[str, str] = {}
+    for booking_id, sent in _business_out(facts).items():
+        for m in sent:
+            by_prefix[m["msg_id"][:8]].add(m["msg_id"])
+            owner[m["msg_id"]] = booking_id
+    seen = Counter(prefix for _her, _function, prefix in WIRE.findall(sim_log))
+    unknown = [p for p in seen if p not in by_prefix]
+    assert not unknown, f"the simulator received MsgIds never stored: {unknown[:5]}"
+    per_booking: dict[str, set[str]] = defaultdict(set)
+    for prefix in seen:
+        for msg_id in by_prefix[prefix]:
+            per_booking[owner[msg_id]].add(msg_id)
+    doubled = {b: ids for b, ids in per_booking.items() if len(ids) > 1}
+    assert not doubled, f"bookings seen on the wire with several MsgIds: {list(doubled)[:5]}"
+    answered = {
+        b
+        for b, row in facts.bookings.items()
+        if row["state"] in ("CONFIRMED", "REJECTED", "CANCELLED") and b in owner.values()
+    }
+    unseen = answered - set(per_booking)
+    assert not unseen, f"answered, yet never seen by the simulator: {sorted(unseen)[:5]}"
+    total = sum(seen.values())
+    return {
+        "business messages received by the simulator": total,
+        "  of which repeats of a MsgId already received": total - len(seen),
+    }
+
+
+def _check_notifications(facts: Facts, portal: Portal) -> dict[str, Any]:
+    per = Counter((b, e) for b, e, _key in facts.notifications)
+    doubled = {k: n for k, n in per.items() if n > 1}
+    assert not doubled, f"more than one notification for {list(doubled.items())[:5]}"
+    for booking_id, sent in portal.sent.items():
+        row = facts.bookings[booking_id]
+        kind, state = _kind(sent), row["state"]
+        expected = NOTICE.get((kind, state))
+        if state == "CANCELLED" and kind != "cancel":
+            expected = "confirmed"  # the cancellation's notice sits on the cancel booking
+        if state in ("FAILED", "EXPIRED"):
+            expected = "undeliverable" if state == "FAILED" else "expired"
+        if kind == "change_wish" and state == "CONFIRMED":
+            assert per[(sent.target, "changed")] == 1, f"change {booking_id}: no 'changed'"
+            continue
+        if state == "INVALID":
+            expected = "invalid" if sent.identifiable else None
+        if expected is not None:
+            assert per[(booking_id, expected)] == 1, f"{kind} {booking_id} {state}: no {expected}"
+    return {"notifications": len(facts.notifications), "notifications doubled": len(doubled)}
+
+
+def _check_receipts(facts: Facts) -> dict[str, Any]:
+    """Every business message we received got exactly one AppRec (re-sent, never re-made)."""
+    receipts = Counter(
+        m["ref_to_parent"]
+        for m in facts.messages
+        if m["direction"] == "out" and m["msg_type"] == "APPREC"
+    )
+    inbound = [m for m in facts.messages if m["direction"] == "in" and m["msg_type"] != "APPREC"]
+    for m in inbound:
+        assert receipts[m["msg_id"]] == 1, f"{receipts[m['msg_id']]} AppRecs for {m['msg_id']}"
+    republished = sum(
+        n - 1
+        for m in facts.messages
+        if m["msg_type"] == "APPREC" and m["direction"] == "out"
+        for n in [facts.outbox[m["id"]]]
+    )
+    return {
+        "replies received (distinct MsgIds)": len(inbound),
+        "AppRecs received (distinct MsgIds)": sum(
+            1 for m in facts.messages if m["direction"] == "in" and m["msg_type"] == "APPREC"
+        ),
+        "our AppRecs re-sent for redelivered replies": republished,
+    }
+
+
+def _check_transport_losses(
+    facts: Facts, portal: Portal, world: Cluster, inbound: str
+) -> dict[str, Any]:
+    """What Redis lost is exactly what kombu's BRPOP window can lose, and all of it is covered.
+
+    The AOF shows every message popped off our queues that never reached the unacked hash: a
+    worker main process (or Redis) died between the two. One BRPOP is outstanding per
+    connection, so at most one per death. A lost request must be what the portal re-sent, a
+    lost reply the only way a booking could end EXPIRED; a lost AppRec is covered by a resend.
+    """
+    lost = h.popped_never_recorded(world.redis.history(), {REQUESTS_QUEUE, inbound})
+    deaths = world.figures["kill -9 worker main process"] + world.figures["kill -9 + restart Redis"]
+    assert len(lost) <= deaths, f"{len(lost)} messages lost in {deaths} deaths: {lost}"
+    requests = {_request_id(m) for m in lost if m["queue"] == REQUESTS_QUEUE}
+    assert set(portal.resent) <= requests, "the portal re-sent a request Redis had not lost"
+    replies = {_answered(m) for m in lost if m["queue"] == inbound} - {None}
+    expired = {b for b, row in facts.bookings.items() if row["state"] == "EXPIRED"}
+    sent = {b: m[0]["msg_id"] for b, m in _business_out(facts).items()}
+    unexplained = [b for b in expired if sent.get(b) not in replies]
+    assert not unexplained, f"EXPIRED without a lost reply: {unexplained}"
+    assert not [b for b, row in facts.bookings.items() if row["state"] == "FAILED"]
+    return {
+        "messages Redis lost in kombu's BRPOP window (AOF)": len(lost),
+        "  of which requests (re-sent by the portal)": len(requests),
+        "  of which replies (booking EXPIRED)": len(replies),
+    }
+
+
+def _request_id(message: dict[str, Any]) -> str:
+    args = json.loads(base64.b64decode(message["body"]))[0]
+    return str(args[0].get("request_id")) if args and isinstance(args[0], dict) else "-"
+
+
+def _answered(message: dict[str, Any]) -> str | None:
+    """The MsgId a lost business reply answered (None for a lost AppRec)."""
+    doc = incoming.parse_any(base64.b64decode(message["body"]))
+    if isinstance(doc, DialogMessage) and doc.envelope.conversation is not None:
+        return doc.envelope.conversation.ref_to_parent
+    return None
+
+
+def _check_dead_letters(facts: Facts, portal: Portal) -> dict[str, Any]:
+    invalid = {i for i, s in portal.sent.items() if s.kind == "invalid"}
+    kinds = Counter(k for k, _b, _r in facts.dead_letters)
+    unexpected = [d for d in facts.dead_letters if d[0] != "request" or d[1] not in invalid]
+    assert not unexpected, f"unexpected dead letters: {unexpected[:5]}"
+    per_booking = Counter(b for _k, b, _r in facts.dead_letters)
+    assert all(per_booking[i] == 1 for i in invalid), "each invalid request: one dead letter"
+    return {"dead letters": dict(kinds)}
+
+
+def _log_figures(worker_log: str, sim_log: str) -> dict[str, Any]:
+    stats = re.findall(r"epj-sim: stopped \((.*)\)", sim_log)
+    totals: Counter[str] = Counter()
+    for line in stats:
+        for part in line.split(", "):
+            key, _, value = part.partition("=")
+            with suppress(ValueError):
+                totals[key] += int(value)
+    return {
+        "sim: AppRecs dropped": totals["apprec_dropped"],
+        "sim: replies delivered twice": sim_log.count(" (x2)"),
+        "sim: documents handled": totals["handled"],
+        "worker: duplicate messages suppressed (by MsgId)": _count(
+            worker_log, "duplicate suppressed"
+        ),
+        "worker: duplicate requests suppressed (by request_id)": _count(
+            worker_log, "duplicate request suppressed"
+        ),
+    }
+
+
+def _count(log: str, msg: str) -> int:
+    return log.count(f'"msg": "{msg}"')

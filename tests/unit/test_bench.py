@@ -1,0 +1,113 @@
+"""The pure parts of `timebok bench`: percentiles, rates, the name=value lines, the JSON file."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.bench import (
+    REQUIRED,
+    format_lines,
+    latency_ms,
+    per_second,
+    percentile,
+    write_json,
+)
+from worker.benchdata import booking_request, patient_fnr, reservation
+from worker.benchrig import pace, succeeded_at
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([5.0], 50, 5.0),
+        ([5.0], 99, 5.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.0),
+        ([4.0, 1.0, 3.0, 2.0], 50, 2.0),  # order does not matter
+        ([1.0, 2.0, 3.0, 4.0], 75, 3.0),
+        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
+        ([float(i) for i in range(1, 101)], 99, 99.0),
+        ([float(i) for i in range(1, 1001)], 99, 990.0),
+        ([1.0, 2.0], 0, 1.0),
+    ],
+)
+def test_percentile_nearest_rank(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_percentile_of_nothing() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+
+
+def test_per_second_counts_intervals_between_first_and_last() -> None:
+    assert per_second([10.0, 10.5, 11.0]) == 2.0
+    assert per_second([3.0, 1.0, 2.0]) == 1.0
+    with pytest.raises(ValueError, match="two completions"):
+        per_second([1.0])
+    with pytest.raises(ValueError, match="two completions"):
+        per_second([1.0, 1.0])
+
+
+def test_latency_from_a_common_start_or_per_item() -> None:
+    assert latency_ms({"a": 1.5, "b": 2.0}, 1.0) == [500.0, 1000.0]
+    assert latency_ms({"a": 1.5, "b": 2.0}, {"a": 1.0, "b": 1.99}) == pytest.approx([500.0, 10.0])
+
+
+def test_lines_have_the_required_names_in_order_then_extras() -> None:
+    results = {name: 1.0 for name in reversed(REQUIRED)}
+    results |= {"outbound_p99_half_rate_ms": 12.345, "outbound_ratio": 0.51234}
+    lines = format_lines(results)
+    assert [line.split("=")[0] for line in lines] == [*REQUIRED, "outbound_p99_half_rate_ms"]
+    assert "outbound_ratio=0.512" in lines  # ratios: three decimals
+    assert "outbound_p99_half_rate_ms=12.3" in lines  # everything else: one
+    assert all(line.count("=") == 1 and " " not in line for line in lines)
+
+
+def test_json_holds_the_same_figures(tmp_path: Path) -> None:
+    results = {name: 2.0 for name in REQUIRED} | {"noop_per_s": 1400.04, "extra": 3.0}
+    path = tmp_path / "bench-results.json"
+    write_json(results, path)
+    data = json.loads(path.read_text("utf-8"))
+    assert list(data) == [line.split("=")[0] for line in format_lines(results)]
+    assert data["noop_per_s"] == 1400.0
+    assert data["extra"] == 3.0
+
+
+def _event_message(events: object) -> bytes:
+    """An event as kombu's Redis transport publishes it (base64 body in a JSON envelope)."""
+    body = base64.b64encode(json.dumps(events).encode()).decode()
+    return json.dumps({"body": body, "properties": {"body_encoding": "base64"}}).encode()
+
+
+def test_succeeded_at_reads_single_events_and_batches() -> None:
+    ok = {"type": "task-succeeded", "timestamp": 12.5, "uuid": "a"}
+    other = {"type": "task-received", "timestamp": 11.0, "uuid": "a"}
+    assert succeeded_at(_event_message(ok)) == [12.5]
+    assert succeeded_at(_event_message([other, ok, ok | {"timestamp": 13.0}])) == [12.5, 13.0]
+    assert succeeded_at(_event_message([other])) == []
+
+
+def test_pace_sends_every_item_in_order() -> None:
+    sent: list[int] = []
+
+    def send(item: int) -> tuple[str, float]:
+        sent.append(item)
+        return str(item), float(item)
+
+    assert pace(10_000.0, [3, 1, 2], send) == {"3": 3.0, "1": 1.0, "2": 2.0}
+    assert sent == [3, 1, 2]
+
+
+def test_bench_data_is_valid_for_the_worker() -> None:
+    from datetime import UTC, datetime
+
+    from mappers import message as dialog_message
+    from worker.request import parse_request
+
+    req = parse_request(booking_request(7), now=datetime.now(UTC))
+    assert req.patient.fnr == patient_fnr(7) != patient_fnr(8)
+    assert dialog_message.build(reservation(7)).startswith(b"<?xml")

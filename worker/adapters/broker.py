@@ -1,0 +1,68 @@
+"""The Celery broker transport: kombu's Redis transport, made to survive a broker restart."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis
+from redis.exceptions import ConnectionError as BrokerConnectionError
+
+log = logging.getLogger("timebok.broker")
+
+TRANSPORT = "worker.adapters.broker:Transport"
+
+
+class QoS(redis.QoS):
+    """Redis ack emulation that a lost connection cannot turn into a worker crash."""
+
+    def ack(self, delivery_tag: str) -> None:
+        """Ack; on a channel closed with its connection, raise a connection error."""
+        self._usable()
+        super().ack(delivery_tag)  # type: ignore[no-untyped-call]
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """Reject; on a channel closed with its connection, raise a connection error."""
+        self._usable()
+        super().reject(delivery_tag, requeue=requeue)  # type: ignore[no-untyped-call]
+
+    def _usable(self) -> None:
+        # A task finishing after a reconnect acks on its old, closed channel. kombu then fails
+        # with AttributeError, which Celery does not expect and dies of; a connection error
+        # it logs ("failed to acknowledge") and the message comes back after the visibility
+        # timeout, to be deduplicated.
+        connection = self.channel.connection
+        if connection is None or connection.client is None:
+            raise BrokerConnectionError("channel closed with its broker connection")
+
+    def restore_unacked(self, client: Any = None) -> None:
+        """Put this channel's unacked messages back; with the broker gone, leave them.
+
+        On a lost connection kombu closes the channel and gives its unacked messages back
+        over that same dead connection; the attempt can fail with an error that is not a
+        connection error (AttributeError in `_connparams`), which Celery treats as
+        unrecoverable: the worker shut down (exit code 0) on every other Redis restart. The
+        messages are safe in Redis' unacked hash and the visibility-timeout sweep requeues them.
+        """
+        try:
+            super().restore_unacked(client)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # any failure here: the sweep brings the messages back
+            log.warning("unacked messages left for the visibility timeout: %r", exc)
+            self._delivered.clear()
+
+
+class Channel(redis.Channel):
+    """kombu's Redis channel with the QoS above."""
+
+    QoS = QoS
+
+
+class Transport(redis.Transport):
+    """kombu's Redis transport with the channel above (selected by `broker_transport`)."""
+
+    Channel = Channel
+
+
+def transport_for(url: str) -> str | None:
+    """The transport for a broker URL: ours for redis://, kombu's choice otherwise."""
+    return TRANSPORT if url.startswith("redis://") else None

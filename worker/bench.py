@@ -1,0 +1,221 @@
+"""`timebok bench`: throughput and latency of the real worker, against Celery's own ceiling.
+
+One run on real Redis and PostgreSQL (a private Redis DB and schema, both removed afterwards)
+with one worker subprocess: `timebok worker` exactly (prefork, concurrency 2, the production
+Celery settings) plus a bare no-op task. Every drain is measured the same way, so the ratios
+are fair: the worker is frozen (SIGSTOP), N messages are pre-enqueued, the worker is thawed
+(SIGCONT) and the rate is taken from the first to the last completion. A drain's latencies
+count from the thaw (N arriving as one burst); the paced runs measure enqueue -> result at
+half the peak rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from mappers.model import DialogMessage
+from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.benchrig import Rig
+
+REQUIRED = (
+    "noop_per_s",
+    "outbound_per_s",
+    "inbound_per_s",
+    "outbound_ratio",
+    "inbound_ratio",
+    "mapping_per_s",
+    "outbound_p50_ms",
+    "outbound_p99_ms",
+    "inbound_p50_ms",
+    "inbound_p99_ms",
+    "worker_rss_mb",
+)
+RESULTS_FILE = Path("bench-results.json")
+PACED_SECONDS = 3.0  # length of each half-rate run
+MAPPING_SECONDS = 1.5
+
+
+class BenchError(Exception):
+    """The benchmark cannot run here or a scenario did not finish; the message says why."""
+
+
+# -- pure parts -------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by the nearest-rank method."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def per_second(stamps: Sequence[float]) -> float:
+    """Completions per second from the first to the last completion time (seconds)."""
+    span = max(stamps) - min(stamps) if len(stamps) > 1 else 0.0
+    if span <= 0:
+        raise ValueError("need two completions at different times")
+    return (len(stamps) - 1) / span
+
+
+def latency_ms(done: Mapping[str, float], start: Mapping[str, float] | float) -> list[float]:
+    """Milliseconds from each item's start (or one common start) to its completion."""
+    if isinstance(start, float | int):
+        return [(t - start) * 1000 for t in done.values()]
+    return [(t - start[key]) * 1000 for key, t in done.items()]
+
+
+def format_value(name: str, value: float) -> str:
+    """Ratios with three decimals, everything else with one."""
+    return f"{value:.3f}" if name.endswith("_ratio") else f"{value:.1f}"
+
+
+def format_lines(results: Mapping[str, float]) -> list[str]:
+    """`name=value` lines: the required figures in their order, then any extras."""
+    names = [n for n in REQUIRED if n in results] + [n for n in results if n not in REQUIRED]
+    return [f"{name}={format_value(name, results[name])}" for name in names]
+
+
+def write_json(results: Mapping[str, float], path: Path) -> None:
+    """The same figures as JSON, rounded as printed."""
+    data = {line.split("=", 1)[0]: float(line.split("=", 1)[1]) for line in format_lines(results)}
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def run(settings: Settings, n: int) -> int:
+    """`timebok bench`: print one `name=value` line per figure and write bench-results.json."""
+    if n < 20:
+        print("timebok bench: --n must be at least 20", file=sys.stderr)
+        return 2
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        results = measure(settings, n)
+    except BenchError as exc:
+        print(f"timebok bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for line in format_lines(results):
+        print(line)
+    write_json(results, RESULTS_FILE)
+    say(f"wrote {RESULTS_FILE}")
+    return 0
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: every started process is stopped
+
+
+def say(line: str) -> None:
+    """Progress on stderr."""
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+def measure(settings: Settings, n: int) -> dict[str, float]:
+    """Set up the private stack, run every scenario, tear everything down."""
+    from worker.benchrig import private_stack
+
+    with private_stack(settings, n) as rig:
+        return scenarios(rig, n)
+
+
+def scenarios(rig: Rig, n: int) -> dict[str, float]:
+    """noop, outbound, inbound, mapping, the half-rate runs, RSS; in that order."""
+    results: dict[str, float] = {"noop_per_s": rig.noop(n)}
+    outbound = rig.outbound(n)
+    inbound = rig.inbound(outbound.docs)
+    results["outbound_per_s"], results["inbound_per_s"] = outbound.rate, inbound.rate
+    results["outbound_ratio"] = outbound.rate / results["noop_per_s"]
+    results["inbound_ratio"] = inbound.rate / results["noop_per_s"]
+    results["mapping_per_s"] = rig.frozen(mapping_rate)
+    _latencies(results, "outbound", outbound.latencies)
+    _latencies(results, "inbound", inbound.latencies)
+    paced_out = rig.paced_outbound(outbound.rate / 2, PACED_SECONDS)
+    paced_in = rig.paced_inbound(paced_out.docs, inbound.rate / 2)
+    _latencies(results, "outbound", paced_out.latencies, "_half_rate")
+    _latencies(results, "inbound", paced_in.latencies, "_half_rate")
+    rss = rig.worker.peak_rss_mb()
+    results["worker_rss_mb"] = max(rss)
+    results["worker_rss_sum_mb"] = sum(rss)
+    results["n"] = float(n)
+    return results
+
+
+def _latencies(out: dict[str, float], name: str, values: list[float], suffix: str = "") -> None:
+    out[f"{name}_p50{suffix}_ms"] = percentile(values, 50)
+    out[f"{name}_p99{suffix}_ms"] = percentile(values, 99)
+
+
+@dataclass(frozen=True)
+class Drained:
+    """One scenario's outcome: rate, per-item latencies, and the documents it produced."""
+
+    rate: float
+    latencies: list[float]
+    docs: list[DialogMessage]
+
+
+def mapping_rate(seconds: float = MAPPING_SECONDS, distinct: int = 1000) -> float:
+    """ReserverAvtale documents built, validated and serialised per second, in this process.
+
+    The messages (distinct ones: nothing a cache could remember) are made before the clock
+    starts, so only the mapper is timed.
+    """
+    from mappers import message as dialog_message
+    from worker.benchdata import reservation
+
+    messages = [reservation(i) for i in range(distinct)]
+    dialog_message.build(messages[0])  # compile the schema outside the clock
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        first = done % distinct  # distinct is a multiple of 100: slices stay full
+        for msg in messages[first : first + 100]:
+            dialog_message.build(msg)
+        done += 100
+    say(f"mapping: {done} documents in {elapsed:.2f} s")
+    return done / elapsed
+
+
+# -- the bench worker (python -m worker.bench) ------------------------------------------------
+
+
+def noop() -> None:
+    """Do nothing: what is left is Celery's own per-task cost."""
+
+
+def serve(concurrency: int = 2) -> int:
+    """`timebok worker` as is, plus the bare no-op task the bench compares against."""
+    import argparse
+
+    from celery import shared_task
+
+    from worker.benchdata import NOOP_TASK
+    from worker.commands import run_worker
+    from worker.logs import setup_logging
+
+    settings = Settings()
+    setup_logging(settings)
+    shared_task(name=NOOP_TASK, ignore_result=True)(noop)
+    args = argparse.Namespace(
+        concurrency=concurrency, loglevel="INFO", pool="prefork", hostname="timebok-bench@%h"
+    )
+    return run_worker(args, settings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve())
