@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 from functools import partial
 from typing import Any
 
 from celery import Celery, Task, bootsteps
 from celery.signals import worker_process_init
+from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
+from kombu.mixins import ConsumerMixin
 
 from worker.adapters.broker import transport_for
 from worker.bootstrap import Deps, bootstrap
@@ -189,7 +192,20 @@ class InboundConsumer(bootsteps.ConsumerStep):
         """Remember the worker's pool, then start consuming."""
         self.pool = c.pool
         self.busy: dict[object, list[Message]] = {}  # in flight: key -> copies waiting
+        self.epj: EpjBrokerConsumer | None = None
+        settings = deps().settings
+        if settings.epj_url != settings.broker_url:
+            # EPJ traffic lives on another broker (e.g. RabbitMQ): consume it there.
+            self.epj = EpjBrokerConsumer(settings.epj_url, settings.inbound_queue)
+            self.epj.start()
+            return
         super().start(c)
+
+    def stop(self, c: Any) -> None:
+        """Stop the separate EPJ consumer too."""
+        if self.epj is not None:
+            self.epj.stop()
+        super().stop(c)
 
     def get_consumers(self, channel: Any) -> list[Consumer]:
         """One kombu consumer on our own async queue."""
@@ -237,6 +253,42 @@ class InboundConsumer(bootsteps.ConsumerStep):
             self._dispatch(key, waiting.pop(0))
         else:
             self.busy.pop(key, None)
+
+
+class EpjBrokerConsumer(ConsumerMixin):
+    """Our async queue on a separate EPJ broker, consumed in a thread of the worker.
+
+    kombu's ConsumerMixin reconnects on its own; each message is stored in this thread and
+    acked after the commit, exactly as on the Celery broker.
+    """
+
+    def __init__(self, url: str, queue: str) -> None:
+        self.connection = Connection(url, heartbeat=30)
+        self.queue = Queue(queue, durable=True)
+        self.thread: threading.Thread | None = None
+
+    def get_consumers(self, consumer: Any, channel: Any) -> list[Consumer]:
+        """One consumer on our async queue, a few messages in flight."""
+        return [consumer(queues=[self.queue], on_message=self.on_message, prefetch_count=8)]
+
+    def on_message(self, message: Message) -> None:
+        """Store, then ack; requeue when the store or transport is down."""
+        if handle_inbound(_raw_body(message), dict(message.headers or {})):
+            message.ack()
+        else:
+            message.requeue()
+
+    def start(self) -> None:
+        """Consume in a daemon thread."""
+        self.thread = threading.Thread(target=self.run, name="timebok-epj", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to stop and wait briefly for it."""
+        self.should_stop = True
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.connection.release()
 
 
 def _copy_key(message: Message) -> object:

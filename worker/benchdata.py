@@ -12,7 +12,7 @@ from mappers.codes import AppointmentType, Process, RequestCode
 from mappers.model import DialogMessage, Envelope, Event, Party, Person, Practitioner, Request
 from worker import fnr
 from worker.adapters.epj import Envelope as Outgoing
-from worker.adapters.epj import transport_headers
+from worker.adapters.epj import dialog_headers
 from worker.settings import async_queue
 
 NOOP_TASK = "timebok.bench.noop"
@@ -95,13 +95,5 @@ def confirmation(doc: DialogMessage, now: datetime) -> Outgoing:
     if decision is None:
         raise ValueError("not a request the clinic answers")
     reply = sim.reply_message(doc, CLINIC, decision, msg_id=str(uuid.uuid4()), now=now)
-    env, conv = reply.envelope, reply.envelope.conversation
-    headers = transport_headers(
-        from_her_id=env.sender.her_id,
-        to_her_id=env.receiver.her_id,
-        msg_id=env.msg_id,
-        msg_type=env.process.value,
-        ref_to_parent=conv.ref_to_parent if conv else None,
-        ref_to_conversation=conv.ref_to_conversation if conv else None,
-    )
-    return Outgoing(async_queue(env.receiver.her_id), dialog_message.build(reply), headers)
+    queue = async_queue(reply.envelope.receiver.her_id)
+    return Outgoing(queue, dialog_message.build(reply), dialog_headers(reply))

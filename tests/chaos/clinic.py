@@ -16,7 +16,7 @@ from mappers import message as dialog_message
 from mappers.codes import Process, ReplyCode, RequestCode
 from mappers.model import AppRec, DialogMessage, Envelope, Event, Request
 from tests.chaos.harness import poll
-from worker.adapters.epj import transport_headers
+from worker.adapters.epj import dialog_headers, transport_headers
 
 
 @dataclass(frozen=True)
@@ -78,17 +78,7 @@ def answer(
     reply = dialog_message.reply_to(
         request, code, msg_id=str(uuid.uuid4()), gen_date=_now(), event=event, text=text
     )
-    env = reply.envelope
-    conv = env.conversation
-    headers = transport_headers(
-        from_her_id=env.sender.her_id,
-        to_her_id=env.receiver.her_id,
-        msg_id=env.msg_id,
-        msg_type=env.process.value,
-        ref_to_parent=conv.ref_to_parent if conv else None,
-        ref_to_conversation=conv.ref_to_conversation if conv else None,
-    )
-    return dialog_message.build(reply), headers
+    return dialog_message.build(reply), dialog_headers(reply)
 
 
 def booked(request: DialogMessage, uid: str | None = None) -> Event:

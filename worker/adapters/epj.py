@@ -11,6 +11,7 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.exceptions import KombuError, OperationalError
 
+from mappers.model import DialogMessage
 from worker.constants import XML_CONTENT_TYPE
 from worker.errors import EpjUnavailable
 
@@ -54,6 +55,20 @@ def transport_headers(
         "refToParent": ref_to_parent or "",
         "refToConversation": ref_to_conversation or "",
     }
+
+
+def dialog_headers(msg: DialogMessage) -> dict[str, str]:
+    """The transport headers of a business message, read off its MsgHead."""
+    env = msg.envelope
+    conv = env.conversation
+    return transport_headers(
+        from_her_id=env.sender.her_id,
+        to_her_id=env.receiver.her_id,
+        msg_id=env.msg_id,
+        msg_type=env.process.value,
+        ref_to_parent=conv.ref_to_parent if conv else None,
+        ref_to_conversation=conv.ref_to_conversation if conv else None,
+    )
 
 
 class KombuTransport:

@@ -1,27 +1,20 @@
-"""EPJ simulator: plays clinics' EPJ systems on the kombu queues (no Celery, no database)."""
+"""EPJ simulator engine: consumes clinic queues, answers on a schedule, originates Avtale."""
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import random
 import re
-import signal
-import sys
 import threading
 import time
-import tomllib
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 from pathlib import Path
-from types import FrameType
-from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo
+from typing import Any, Protocol
 
 from kombu.connection import Connection
 from kombu.entity import Queue
@@ -31,13 +24,10 @@ from mappers import apprec as apprec_mapper
 from mappers import incoming
 from mappers import message as dialog_message
 from mappers.codes import (
-    APPREC_ERROR_NAMES,
     REPLY_NAMES,
     AppointmentType,
     AppRecStatus,
-    Function,
     Process,
-    ReplyCode,
     RequestCode,
 )
 from mappers.errors import MapperError
@@ -46,11 +36,9 @@ from mappers.model import (
     DialogMessage,
     Envelope,
     Event,
-    OriginalMsgRef,
     Party,
     Person,
     Practitioner,
-    ReceiptError,
     Request,
 )
 from worker import fnr as fnrs
@@ -59,240 +47,25 @@ from worker.adapters.registry import Clinic
 from worker.errors import EpjUnavailable
 from worker.request import appointment_type_code
 from worker.settings import async_queue
-
-Policy = Literal["confirm", "reject", "random"]
-POLICIES: tuple[Policy, ...] = ("confirm", "reject", "random")
-POLICY_KEY = "sim_policy"  # extra key on a registry [[clinic]] table
-CONFIRM_PROBABILITY = 0.7  # the `random` policy's chance of confirming
-OSLO = ZoneInfo("Europe/Oslo")
-PROPOSAL_HOUR = 9  # proposed appointments start at 09:00 Oslo time
-PROPOSAL_LENGTH = timedelta(minutes=20)
-RETRY_AFTER = 2.0  # seconds before a reply the broker refused is tried again
-MAX_WAIT = 0.5  # seconds one drain_events may block, so stop requests are seen quickly
-CONFIRMED, CANCELLED = "CONFIRMED", "CANCELLED"
-
-REJECT_TEXTS: Mapping[ReplyCode, str] = {
-    ReplyCode.NOT_AVAILABLE: "Timen er dessverre ikke lenger ledig. Velg en annen time.",
-    ReplyCode.REJECTED: "Vi kan ikke tilby time ut fra ønsket ditt. Ta kontakt med legekontoret.",
-    ReplyCode.CHANGE_REFUSED: "Timen kan ikke endres. Ta kontakt med legekontoret.",
-    ReplyCode.NOT_OFFERED: "Legekontoret tilbyr ikke denne tjenesten digitalt.",
-}
-_APPREC_ROOT = re.compile(rb"<([A-Za-z_][\w.-]*:)?AppRec[\s>/]")
-_ELEVEN_DIGITS = re.compile(r"(?<!\d)(\d{6})\d{5}(?!\d)")
-
-
-def _new_uid() -> str:
-    return str(uuid.uuid4())
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------- policy (pure)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The business reply a simulated EPJ gives to one request."""
-
-    code: ReplyCode
-    text: str | None = None
-    event: Event | None = None
-    practitioner: Practitioner | None = None
-
-
-def confirms(policy: Policy, rng: random.Random) -> bool:
-    """Whether a policy confirms this time (`random` draws once from `rng`)."""
-    if policy == "random":
-        return rng.random() < CONFIRM_PROBABILITY
-    return policy == "confirm"
-
-
-def decide(
-    msg: DialogMessage,
-    clinic: Party,
-    *,
-    policy: Policy,
-    rng: random.Random,
-    now: datetime,
-    offered: bool = True,
-    new_uid: Callable[[], str] = _new_uid,
-) -> Decision | None:
-    """The reply to a business message; None when it needs none (a reply, an Avtale)."""
-    request = msg.request
-    if request is None or request.code is RequestCode.APPOINTMENT:
-        return None
-    if request.code in _CANCELS:
-        return _cancel(msg)  # always accepted, and draws nothing from `rng`
-    decider = _DECIDERS.get(request.code)
-    if not offered or decider is None:
-        return Decision(ReplyCode.NOT_OFFERED, REJECT_TEXTS[ReplyCode.NOT_OFFERED])
-    return decider(msg, clinic, confirms(policy, rng), now, new_uid)
-
-
-def _reserve(
-    msg: DialogMessage, clinic: Party, confirm: bool, now: datetime, new_uid: Callable[[], str]
-) -> Decision:
-    """ReserverAvtale: 05 with the booked slot as a new appointment, or 06."""
-    slot, request = msg.event, msg.request
-    if not confirm or slot is None:
-        return Decision(ReplyCode.NOT_AVAILABLE, REJECT_TEXTS[ReplyCode.NOT_AVAILABLE])
-    event = replace(
-        slot,
-        uid=new_uid(),
-        related_to=slot.related_to or slot.uid,
-        contact=clinic.her_id,
-        location=slot.location or clinic.name,
-        status=CONFIRMED,
-    )
-    practitioner = request.practitioner if request is not None else None
-    return Decision(ReplyCode.CONFIRMED, None, event, practitioner)
-
-
-def _wish(
-    msg: DialogMessage, clinic: Party, confirm: bool, now: datetime, new_uid: Callable[[], str]
-) -> Decision:
-    """OnskeReserver: 05 proposing the next weekday 09:00, or 26."""
-    if not confirm:
-        return Decision(ReplyCode.REJECTED, REJECT_TEXTS[ReplyCode.REJECTED])
-    start = next_weekday_start(now)
-    event = Event(
-        uid=new_uid(),
-        start=start,
-        end=start + PROPOSAL_LENGTH,
-        contact=clinic.her_id,
-        summary=msg.request.subject if msg.request is not None else None,
-        location=clinic.name,
-        appointment_type=msg.event.appointment_type if msg.event else AppointmentType.ORDINARY,
-        status=CONFIRMED,
-    )
-    return Decision(ReplyCode.CONFIRMED, None, event, _practitioner(msg))
-
-
-def _change(
-    msg: DialogMessage, clinic: Party, confirm: bool, now: datetime, new_uid: Callable[[], str]
-) -> Decision:
-    """OnskeEndring: 07 moving the appointment (same uid when given) to a later weekday, or 34."""
-    if not confirm:
-        return Decision(ReplyCode.CHANGE_REFUSED, REJECT_TEXTS[ReplyCode.CHANGE_REFUSED])
-    old = msg.event
-    start = next_weekday_start(max(now, old.start) if old is not None else now)
-    base = old or Event(new_uid(), start, start, clinic.her_id, location=clinic.name)
-    event = replace(
-        base,
-        start=start,
-        end=start + PROPOSAL_LENGTH,
-        contact=clinic.her_id,
-        summary=base.summary or (msg.request.subject if msg.request else None),
-        status=CONFIRMED,
-    )
-    return Decision(ReplyCode.CHANGE_CONFIRMED, None, event, _practitioner(msg))
-
-
-def _cancel(msg: DialogMessage) -> Decision:
-    """AvbestillAvtale / OnskeAvbestill: always 08, the vevent CANCELLED when one was sent."""
-    event = replace(msg.event, status=CANCELLED) if msg.event is not None else None
-    return Decision(ReplyCode.CANCEL_CONFIRMED, None, event, _practitioner(msg))
-
-
-def _practitioner(msg: DialogMessage) -> Practitioner | None:
-    return msg.request.practitioner if msg.request is not None else None
-
-
-_Decider = Callable[[DialogMessage, Party, bool, datetime, Callable[[], str]], Decision]
-_DECIDERS: Mapping[RequestCode, _Decider] = {
-    RequestCode.RESERVE: _reserve,
-    RequestCode.WISH: _wish,
-    RequestCode.WISH_CHANGE: _change,
-}
-_CANCELS = frozenset({RequestCode.CANCEL, RequestCode.WISH_CANCEL})
-
-
-def next_weekday_start(after: datetime) -> datetime:
-    """09:00 Europe/Oslo on the first Monday-Friday after the Oslo date of `after`."""
-    day = after.astimezone(OSLO).date() + timedelta(days=1)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return datetime(day.year, day.month, day.day, PROPOSAL_HOUR, tzinfo=OSLO)
-
-
-def reply_message(
-    request: DialogMessage, clinic: Party, decision: Decision, *, msg_id: str, now: datetime
-) -> DialogMessage:
-    """The business reply (MsgHead + Notat + xCal) to `request`, sent by `clinic`."""
-    reply = dialog_message.reply_to(
-        request,
-        decision.code,
-        msg_id=msg_id,
-        gen_date=now,
-        text=decision.text,
-        event=decision.event,
-        practitioner=decision.practitioner,
-    )
-    return replace(reply, envelope=replace(reply.envelope, sender=clinic))
-
-
-def receipt_ok(request: DialogMessage, clinic: Party, now: datetime) -> AppRec:
-    """AppRec 1.1 OK for a business message, from `clinic`."""
-    rec = apprec_mapper.receipt_for(request.envelope, msg_id=_new_uid(), gen_date=now)
-    return replace(rec, sender=clinic)
-
-
-def receipt_refused(
-    exc: MapperError, clinic: Party, to: Party, headers: Mapping[str, str], now: datetime
-) -> AppRec:
-    """AppRec 1.1 Avvist with the mapper error's 8221 code, from `clinic` to `to`."""
-    rec = apprec_mapper.rejection(exc, msg_id=_new_uid(), gen_date=now)
-    if rec is None:  # no readable MsgHead: point at what the transport headers say
-        original = OriginalMsgRef(
-            headers.get("type") or "Ukjent", now, headers.get("msgId") or _new_uid()
-        )
-        error = ReceiptError(exc.code, APPREC_ERROR_NAMES.get(exc.code, ""), str(exc))
-        rec = AppRec(_new_uid(), now, clinic, to, AppRecStatus.REJECTED, original, (error,))
-    return replace(rec, sender=clinic, receiver=to)
-
-
-def reply_function(request: DialogMessage) -> Function:
-    """SvarAvtaleReservasjon / SvarOnske / SvarAvbestilling for a request."""
-    code = request.request.code if request.request is not None else None
-    if code in _CANCELS:
-        return Function.CANCELLATION_REPLY
-    if request.envelope.process is Process.WISH:
-        return Function.WISH_REPLY
-    return Function.RESERVATION_REPLY
-
-
-def is_apprec(data: bytes, headers: Mapping[str, str]) -> bool:
-    """Whether a document is (or claims to be) an AppRec, which is never answered."""
-    return headers.get("type") == Process.APPREC.value or bool(_APPREC_ROOT.search(data[:4096]))
-
-
-def read_policies(path: str | Path) -> dict[str, Policy]:
-    """The per-clinic `sim_policy` overrides of a registry TOML file ({} when unreadable)."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return {}
-    entries = data.get("clinic")
-    found: dict[str, Policy] = {}
-    for entry in entries if isinstance(entries, list) else []:
-        value = entry.get(POLICY_KEY) if isinstance(entry, dict) else None
-        if value is not None:
-            found[str(entry.get("her_id"))] = check_policy(value)
-    return found
-
-
-def check_policy(value: object) -> Policy:
-    """A policy name, or ValueError."""
-    if value not in POLICIES:
-        raise ValueError(f"policy must be one of {', '.join(POLICIES)} (got {value!r})")
-    return value
-
+from worker.sim.policy import (
+    CANCELLED,
+    CONFIRMED,
+    MAX_WAIT,
+    RETRY_AFTER,
+    Policy,
+    check_policy,
+    decide,
+    is_apprec,
+    mask_fnrs,
+    new_uid,
+    read_policies,
+    receipt_ok,
+    receipt_refused,
+    reply_function,
+    reply_message,
+    to_stderr,
+    utcnow,
+)
 
 # ---------------------------------------------------------------------------- the simulator
 
@@ -353,8 +126,8 @@ class Simulator:
         drop_apprec_rate: float = 0.0,
         duplicate_rate: float = 0.0,
         transport: epj.EpjTransport | None = None,
-        echo: Callable[[str], None] = _stderr,
-        clock: Callable[[], datetime] = _utcnow,
+        echo: Callable[[str], None] = to_stderr,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config, self.registry = config, registry
         self.clinics = _clinics(registry, clinics)
@@ -524,7 +297,7 @@ class Simulator:
         )
         if decision is None:
             return
-        reply = reply_message(msg, clinic, decision, msg_id=_new_uid(), now=self.clock())
+        reply = reply_message(msg, clinic, decision, msg_id=new_uid(), now=self.clock())
         try:
             item = _dialog_item(reply)
         except MapperError as exc:
@@ -605,7 +378,7 @@ class Simulator:
         """Publish an Avtale (MOA, CONFIRMED): an appointment booked by phone; returns its uid."""
         clinic = self._clinic(clinic_her_id)
         event = Event(
-            uid=uid or _new_uid(),
+            uid=uid or new_uid(),
             start=start,
             end=end,
             contact=clinic.her_id,
@@ -646,7 +419,7 @@ class Simulator:
     ) -> str:
         envelope = Envelope(
             process=Process.PUBLICATION,
-            msg_id=_new_uid(),
+            msg_id=new_uid(),
             gen_date=self.clock(),
             sender=clinic,
             receiver=self._portal(),
@@ -699,17 +472,8 @@ def _clinics(registry: SimRegistry, her_ids: Sequence[str] | None) -> tuple[Clin
 
 def _dialog_item(msg: DialogMessage) -> epj.Envelope:
     """A business message with its transport headers, for the receiver's async queue."""
-    env = msg.envelope
-    conv = env.conversation
-    headers = epj.transport_headers(
-        from_her_id=env.sender.her_id,
-        to_her_id=env.receiver.her_id,
-        msg_id=env.msg_id,
-        msg_type=env.process.value,
-        ref_to_parent=conv.ref_to_parent if conv else None,
-        ref_to_conversation=conv.ref_to_conversation if conv else None,
-    )
-    return epj.Envelope(async_queue(env.receiver.her_id), dialog_message.build(msg), headers)
+    queue = async_queue(msg.envelope.receiver.her_id)
+    return epj.Envelope(queue, dialog_message.build(msg), epj.dialog_headers(msg))
 
 
 def _receipt_item(rec: AppRec, conversation: str | None) -> epj.Envelope:
@@ -744,11 +508,6 @@ def _who(patient: Person | None) -> str:
     return f"patient={fnrs.mask(patient.fnr)}" if patient is not None else "patient=-"
 
 
-def mask_fnrs(text: str) -> str:
-    """`text` with every 11-digit number cut to its first 6 digits + "*****" (log lines)."""
-    return _ELEVEN_DIGITS.sub(r"\1*****", text)
-
-
 def _short(msg_id: str) -> str:
     return f"msg={msg_id[:8]}"
 
@@ -760,166 +519,3 @@ def _past(deadline: float | None) -> bool:
 def _safe_url(url: str) -> str:
     """The broker URL without a password."""
     return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options and subcommands of `timebok epj-sim`."""
-    parser.add_argument(
-        "--clinic",
-        action="append",
-        dest="clinics",
-        metavar="HER",
-        help="clinic HER-id to play (repeatable; default: every connected clinic)",
-    )
-    parser.add_argument("--policy", choices=POLICIES, default="confirm")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible runs")
-    parser.add_argument(
-        "--delay",
-        type=float,
-        default=2.0,
-        metavar="S",
-        help="seconds before the business reply (default 2)",
-    )
-    parser.add_argument("--drop-apprec-rate", type=_rate, default=0.0, metavar="F")
-    parser.add_argument("--duplicate-rate", type=_rate, default=0.0, metavar="F")
-    parser.add_argument("--max-seconds", type=float, default=None, metavar="S")
-    sub = parser.add_subparsers(
-        dest="sim_command", metavar="{publish-appointment,cancel-appointment}"
-    )
-    publish = sub.add_parser("publish-appointment", help="the clinic publishes an appointment")
-    _target_arguments(publish)
-    publish.add_argument("--given-name", required=True)
-    publish.add_argument("--family-name", required=True)
-    publish.add_argument("--practitioner", default=None, metavar="NAME")
-    publish.add_argument(
-        "--type",
-        dest="appointment_type",
-        default=None,
-        choices=("in_person", "video", "phone", "urgent"),
-    )
-    publish.add_argument("--location", default=None)
-    publish.add_argument("--summary", default=None)
-    publish.add_argument("--uid", default=None)
-    cancel = sub.add_parser("cancel-appointment", help="the clinic cancels an appointment")
-    cancel.add_argument("uid", metavar="UID")
-    _target_arguments(cancel)
-    cancel.add_argument("--given-name", default="", help="optional: MsgHead names may be left out")
-    cancel.add_argument("--family-name", default="")
-
-
-def _target_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clinic", dest="target_clinic", required=True, metavar="HER")
-    parser.add_argument("--fnr", required=True, metavar="FNR")
-    parser.add_argument("--start", type=_aware, required=True, metavar="ISO")
-    parser.add_argument("--end", type=_aware, required=True, metavar="ISO")
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
-
-
-def _aware(text: str) -> datetime:
-    """An ISO 8601 date-time; without an offset it is Oslo time."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from exc
-    return value if value.tzinfo is not None else value.replace(tzinfo=OSLO)
-
-
-def run_from_args(args: argparse.Namespace, settings: SimConfig) -> int:
-    """Run `timebok epj-sim` (consume, or one publish/cancel subcommand); returns an exit code."""
-    from worker.adapters.registry import Registry, RegistryError
-
-    try:
-        sim = Simulator(
-            settings,
-            Registry.load(settings.registry_file),
-            clinics=args.clinics,
-            policy=args.policy,
-            seed=args.seed,
-            delay=args.delay,
-            drop_apprec_rate=args.drop_apprec_rate,
-            duplicate_rate=args.duplicate_rate,
-        )
-        return _dispatch(sim, args)
-    except (RegistryError, ValueError, EpjUnavailable) as exc:
-        _stderr(mask_fnrs(f"epj-sim: {exc}"))
-        return 2 if isinstance(exc, RegistryError | ValueError) else 1
-
-
-def _dispatch(sim: Simulator, args: argparse.Namespace) -> int:
-    try:
-        command = getattr(args, "sim_command", None)
-        if command is None:
-            _consume(sim, args.max_seconds)
-            return 0
-        if args.start >= args.end:
-            raise ValueError("--start must be before --end")
-        if command == "publish-appointment":
-            print(_publish_command(sim, args))
-        else:
-            print(_cancel_command(sim, args))
-        return 0
-    finally:
-        sim.close()
-
-
-def _person(args: argparse.Namespace) -> Person:
-    fnrs.check(args.fnr)
-    return Person(args.fnr, args.given_name, args.family_name)
-
-
-def _publish_command(sim: Simulator, args: argparse.Namespace) -> str:
-    return sim.publish_appointment(
-        args.target_clinic,
-        _person(args),
-        args.start,
-        args.end,
-        practitioner=args.practitioner,
-        appointment_type=args.appointment_type,
-        location=args.location,
-        uid=args.uid,
-        summary=args.summary,
-    )
-
-
-def _cancel_command(sim: Simulator, args: argparse.Namespace) -> str:
-    return sim.cancel_appointment(args.target_clinic, args.uid, _person(args), args.start, args.end)
-
-
-def _consume(sim: Simulator, max_seconds: float | None) -> None:
-    """Run until SIGTERM / SIGINT / --max-seconds."""
-    stop = threading.Event()
-
-    def _handler(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, _handler)
-    try:
-        sim.run(stop, max_seconds)
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry: `python -m worker.sim [options]`."""
-    from worker.settings import Settings
-
-    parser = argparse.ArgumentParser(prog="epj-sim", description=__doc__)
-    add_arguments(parser)
-    return run_from_args(parser.parse_args(argv), Settings())
-
-
-if __name__ == "__main__":
-    sys.exit(main())
