@@ -15,7 +15,6 @@ import redis
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
-STANDARDS = ROOT.parent / "shared" / "standards" / "kith"
 REDIS_BASE = os.environ.get("TIMEBOK_TEST_REDIS", "redis://127.0.0.1:6379")
 PG_URL = os.environ.get("TIMEBOK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -9,7 +9,6 @@ those two namespaces. Without the folder the tests skip, saying why.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,53 +16,26 @@ from lxml import etree
 
 from mappers import dialog, envelope, incoming, xmlsafe
 from mappers.codes import (
-    NS_APPREC_10,
-    NS_APPREC_11,
     NS_DIALOG,
     NS_MSGHEAD,
-    NS_RELATION,
-    NS_XCAL,
     AppRecError,
     AppRecStatus,
 )
 from mappers.errors import UnsupportedMessage
 from mappers.model import AppRec, OriginalMsgRef, Party, Person, ReceiptError
+from tests import official as official_xsd
+from tests.official import EXAMPLES
 from tests.unit.mappers.mappers_cases import ALL, build
 
-STANDARDS = Path(__file__).resolve().parents[2].parent / "shared" / "standards" / "kith"
-EXAMPLES = STANDARDS / "examples"
 OSLO = ZoneInfo("Europe/Oslo")
 
-pytestmark = pytest.mark.skipif(
-    not (STANDARDS / "MsgHead-v1_2.xsd").is_file(),
-    reason=f"official KITH schemas not found at {STANDARDS}; conformance check skipped",
-)
+pytestmark = pytest.mark.skipif(not official_xsd.AVAILABLE, reason=official_xsd.SKIP_REASON)
 
 
 @pytest.fixture(scope="module")
-def official(tmp_path_factory: pytest.TempPathFactory) -> etree.XMLSchema:
-    """A wrapper schema importing the official MsgHead, Dialogmelding and AppRec 1.0/1.1 plus
-    the project's xCal and Pasientrelasjon profiles."""
-    imports = {
-        NS_MSGHEAD: STANDARDS / "MsgHead-v1_2.xsd",
-        NS_DIALOG: STANDARDS / "dialogmelding-v1.1.xsd",
-        NS_APPREC_10: STANDARDS / "apprec-v1.0.xsd",
-        NS_APPREC_11: STANDARDS / "apprec-v1.1.xsd",
-        NS_XCAL: xmlsafe.SCHEMA_DIR / "xcal.xsd",
-        NS_RELATION: xmlsafe.SCHEMA_DIR / "pasientrelasjon.xsd",
-    }
-    lines = [
-        f'  <xs:import namespace="{ns}" schemaLocation="{path.as_uri()}"/>'
-        for ns, path in imports.items()
-    ]
-    wrapper = tmp_path_factory.mktemp("official") / "official.xsd"
-    wrapper.write_text(
-        '<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">\n'
-        + "\n".join(lines)
-        + "\n</xs:schema>\n",
-        encoding="utf-8",
-    )
-    return etree.XMLSchema(file=str(wrapper))
+def official() -> etree.XMLSchema:
+    """The official MsgHead, Dialogmelding and AppRec 1.0/1.1 plus our xCal / Pasientrelasjon."""
+    return official_xsd.schema()
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
