@@ -27,9 +27,5 @@ class RejectedRequest(PermanentError):
     """A booking request broke a rule (reason is field-level and safe to show)."""
 
 
-class OutgoingInvalid(PermanentError):
-    """We built a document that fails our own schema: a bug, never sent."""
-
-
 class NotMigrated(TimebokError):
     """The database schema is missing or behind; run `timebok migrate`."""

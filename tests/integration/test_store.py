@@ -97,12 +97,13 @@ def test_outbox_pending_and_published(store: st.Store) -> None:
         _booking(s)
         ids = [st.enqueue(s, _message(f"m{i}"), "q_async", {"msgId": f"m{i}"}).id for i in range(3)]
     with store.transaction() as s:
-        rows = st.pending_outbox(s, 10)
-        assert [r.id for r in rows] == ids
-        rows[0].published_at = NOW
+        pairs = st.pending_messages(s, 10)
+        assert [r.id for r, _m in pairs] == ids
+        assert [m.msg_id for _r, m in pairs] == ["m0", "m1", "m2"]
+        pairs[0][0].published_at = NOW
     with store.transaction() as s:
         assert st.outbox_backlog(s) == 2
-        assert [r.id for r in st.pending_outbox(s, 10, ids=[ids[2]])] == [ids[2]]
+        assert [r.id for r, _m in st.pending_messages(s, 10, ids=[ids[2]])] == [ids[2]]
 
 
 def test_notification_key_prevents_a_second_write(store: st.Store) -> None:

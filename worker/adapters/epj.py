@@ -15,8 +15,6 @@ from mappers.model import DialogMessage
 from worker.constants import XML_CONTENT_TYPE
 from worker.errors import EpjUnavailable
 
-HEADER_NAMES = ("fromHerId", "toHerId", "msgId", "type", "refToParent", "refToConversation")
-
 
 @dataclass(frozen=True)
 class Envelope:

@@ -171,21 +171,6 @@ def get_booking(s: Session, booking_id: str, *, lock: bool = False) -> BookingRo
     return s.scalars(stmt).first()
 
 
-def find_booking_by_ref(s: Session, ref: str) -> BookingRow | None:
-    """A booking by its id, or by the appointment uid / slot id it concerns."""
-    row = get_booking(s, ref, lock=True)
-    if row is not None:
-        return row
-    stmt = (
-        select(BookingRow)
-        .where((BookingRow.appointment_uid == ref) | (BookingRow.slot_id == ref))
-        .where(BookingRow.action != Action.CANCEL.value)
-        .order_by(BookingRow.created_at.desc())
-        .with_for_update()
-    )
-    return s.scalars(stmt).first()
-
-
 def to_domain(row: BookingRow) -> Booking:
     """The pure domain object for a stored booking."""
     return Booking(id=row.id, action=Action(row.action), state=State(row.state), reason=row.reason)
@@ -293,15 +278,10 @@ def enqueue(s: Session, message: MessageRow, queue: str, headers: dict[str, str]
     return row
 
 
-def pending_outbox(s: Session, limit: int, ids: list[int] | None = None) -> list[OutboxRow]:
-    """Unpublished outbox rows, locked so parallel relays never take the same row."""
-    return [row for row, _message in pending_messages(s, limit, ids)]
-
-
 def pending_messages(
     s: Session, limit: int, ids: list[int] | None = None
 ) -> list[tuple[OutboxRow, MessageRow]]:
-    """Unpublished outbox rows (locked, as above) with their messages, in one query."""
+    """Unpublished outbox rows with their messages, locked so parallel relays never share one."""
     stmt = (
         select(OutboxRow, MessageRow)
         .join(MessageRow, MessageRow.id == OutboxRow.message_id)
