@@ -7,6 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -20,10 +21,13 @@ from mappers.model import (
 )
 from worker import fnr as fnrs
 from worker import texts
+from worker.adapters.epj import transport_headers
+from worker.adapters.outbox import insert_outgoing
 from worker.adapters.registry import Clinic
 from worker.adapters.store import (
     add_dead_letter,
-    enqueue,
+    after_commit,
+    announce_moves,
     get_booking,
     observe_created,
     save_moves,
@@ -35,7 +39,7 @@ from worker.compose import Target, build_dialog, function_for
 from worker.constants import REQUESTS_QUEUE
 from worker.domain.booking import Action, Booking, State
 from worker.inbox import Notice, notify
-from worker.relay import relay, transport_headers_for
+from worker.relay import Pending, pending_for, publish
 from worker.request import (
     BookingRequest,
     FieldError,
@@ -98,13 +102,13 @@ def submit(deps: Deps, payload: object) -> SubmitResult:
         try:
             # Optimistic first: a new request_id (the usual case) costs no lookup; a repeat
             # fails on the primary key and the second attempt reads what is stored.
-            result, outbox_ids = _submit_valid(deps, req, check_first=attempt > 0)
+            result, queued = _submit_valid(deps, req, check_first=attempt > 0)
             break
         except IntegrityError:
             # This request_id is stored already (by an earlier delivery or another worker).
             if attempt:
                 raise
-    if outbox_ids and relay(deps, ids=outbox_ids) and result.state == State.REQUESTED.value:
+    if queued and publish(deps, queued) and result.state == State.REQUESTED.value:
         # The relay moved the booking to SENT with the publish: no need to read it back.
         return replace(result, state=State.SENT.value)
     return result
@@ -112,16 +116,16 @@ def submit(deps: Deps, payload: object) -> SubmitResult:
 
 def _submit_valid(
     deps: Deps, req: BookingRequest, *, check_first: bool
-) -> tuple[SubmitResult, list[int]]:
+) -> tuple[SubmitResult, list[Pending]]:
     with deps.store.transaction() as s:
-        stored = _stored(s, req) if check_first else None
+        stored = _stored(deps, s, req) if check_first else None
         if stored is not None:
             return stored
         try:
             return _accept(deps, s, req)
         except Refused as exc:
             # Refused before any write: a repeat of a stored request answers as the first did.
-            stored = None if check_first else _stored(s, req)
+            stored = None if check_first else _stored(deps, s, req)
             if stored is not None:
                 return stored
             refused = exc
@@ -131,13 +135,15 @@ def _submit_valid(
     return invalid, []
 
 
-def _stored(s: Session, req: BookingRequest) -> tuple[SubmitResult, list[int]] | None:
+def _stored(
+    deps: Deps, s: Session, req: BookingRequest
+) -> tuple[SubmitResult, list[Pending]] | None:
     """What an earlier delivery of this request_id stored, or None for a new one."""
     row = get_booking(s, req.request_id)
     if row is None:
         return None
     log.info("duplicate request suppressed", extra={"booking_id": row.id})
-    return _existing(s, row), _unpublished(s, row.id)
+    return _existing(s, row), pending_for(s, row.id)
 
 
 def _existing(s: Session, row: BookingRow) -> SubmitResult:
@@ -145,18 +151,7 @@ def _existing(s: Session, row: BookingRow) -> SubmitResult:
     return SubmitResult(row.id, row.state, False, row.reason, msg.msg_id if msg else None)
 
 
-def _unpublished(s: Session, booking_id: str) -> list[int]:
-    from worker.adapters.tables import OutboxRow
-
-    stmt = (
-        s.query(OutboxRow.id)
-        .join(MessageRow, MessageRow.id == OutboxRow.message_id)
-        .filter(MessageRow.booking_id == booking_id, OutboxRow.published_at.is_(None))
-    )
-    return [int(i) for (i,) in stmt]
-
-
-def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, list[int]]:
+def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, list[Pending]]:
     clinic = _clinic(deps, req)
     target = _target(s, req) if req.action in (Action.CANCEL, Action.CHANGE_WISH) else None
     process, code = function_for(req, target)
@@ -167,23 +162,80 @@ def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, 
         xml = dialog_message.build(msg)
     except MapperError as exc:
         return _store_bug(deps, s, req, clinic, process, str(exc)), []
-    # Stored with its conversation from the start; the appointment uid stays empty until
-    # the clinic's confirmation assigns one. A new booking has no moves to save.
-    row, _booking = _new_booking(s, req, clinic, process, now, msg.envelope.msg_id)
     if target is not None and target.booking is not None:
         _mark_target(s, target.booking, req)
-    outbox = _queue_message(deps, s, row, msg, xml, clinic)
+    # Stored with its conversation from the start; the appointment uid stays empty until
+    # the clinic's confirmation assigns one.
+    queued = _queue(s, req, clinic, process, msg, xml, now)
     log.info(
         "booking accepted",
         extra={
-            "booking_id": row.id,
+            "booking_id": req.request_id,
             "msg_id": msg.envelope.msg_id,
             "her_id": clinic.her_id,
             "type": process.value,
         },
     )
-    result = SubmitResult(row.id, row.state, True, None, msg.envelope.msg_id)
-    return result, [outbox]
+    result = SubmitResult(req.request_id, State.REQUESTED.value, True, None, msg.envelope.msg_id)
+    return result, [queued]
+
+
+def _queue(
+    s: Session,
+    req: BookingRequest,
+    clinic: Clinic,
+    process: Process,
+    msg: DialogMessage,
+    xml: bytes,
+    now: datetime,
+) -> Pending:
+    """The new booking, its message and outbox row, in one go; what the publish needs."""
+    env = msg.envelope
+    booking = _booking_values(req, clinic.her_id, process, now, env.msg_id)
+    function = msg.request.code.value if msg.request else None
+    message = {
+        "msg_id": env.msg_id,
+        "direction": "out",
+        "booking_id": req.request_id,
+        "msg_type": env.process.value,
+        "function": function,
+        "sender_her_id": env.sender.her_id,
+        "receiver_her_id": clinic.her_id,
+        "xml": xml,
+        "status": "queued",
+        "created_at": utcnow(),
+    }
+    headers = transport_headers(
+        from_her_id=env.sender.her_id,
+        to_her_id=clinic.her_id,
+        msg_id=env.msg_id,
+        msg_type=env.process.value,
+    )
+    queue = async_queue(clinic.her_id)
+    outbox_id = insert_outgoing(s, message, queue, headers, now, booking=booking)
+    after_commit(
+        s,
+        partial(
+            announce_moves,
+            req.request_id,
+            clinic.her_id,
+            env.msg_id,
+            now,
+            [(None, State.REQUESTED.value)],
+        ),
+    )
+    return Pending(
+        outbox_id,
+        queue,
+        xml,
+        headers,
+        env.msg_id,
+        env.process.value,
+        req.request_id,
+        clinic.her_id,
+        function,
+        None,
+    )
 
 
 def _clinic(deps: Deps, req: BookingRequest) -> Clinic:
@@ -242,29 +294,34 @@ def _check_target(
 _CLOSED = frozenset({State.REJECTED, State.CANCELLED, State.FAILED, State.EXPIRED, State.INVALID})
 
 
-def _new_booking(
-    s: Session,
+def _booking_values(
     req: BookingRequest,
-    clinic: Clinic | None,
+    her_id: str,
     process: Process | None,
     now: datetime,
     conversation_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": req.request_id,
+        "conversation_id": conversation_id,
+        "action": req.action.value,
+        "state": State.REQUESTED.value,
+        "patient_fnr": req.patient.fnr,
+        "clinic_her_id": her_id,
+        "process": process.value if process else None,
+        "slot_id": req.slot.id if req.slot else None,
+        "target_id": req.booking_ref,
+        "request": req.model_dump(mode="json"),
+        "resends": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _new_booking(
+    s: Session, req: BookingRequest, clinic: Clinic, process: Process, now: datetime
 ) -> tuple[BookingRow, Booking]:
-    row = BookingRow(
-        id=req.request_id,
-        conversation_id=conversation_id,
-        action=req.action.value,
-        state=State.REQUESTED.value,
-        patient_fnr=req.patient.fnr,
-        clinic_her_id=clinic.her_id if clinic else req.clinic.her_id,
-        process=process.value if process else None,
-        slot_id=req.slot.id if req.slot else None,
-        target_id=req.booking_ref,
-        request=req.model_dump(mode="json"),
-        resends=0,
-        created_at=now,
-        updated_at=now,
-    )
+    row = BookingRow(**_booking_values(req, clinic.her_id, process, now))
     s.add(row)
     s.flush()
     _record_created(s, row.id, now)
@@ -283,26 +340,6 @@ def _mark_target(s: Session, target: BookingRow, req: BookingRequest) -> None:
         booking = Booking(target.id, Action(target.action), State(target.state), target.reason)
         booking.request_cancel()
         save_moves(s, target, booking)
-
-
-def _queue_message(
-    deps: Deps, s: Session, row: BookingRow, msg: DialogMessage, xml: bytes, clinic: Clinic
-) -> int:
-    env = msg.envelope
-    message = MessageRow(
-        msg_id=env.msg_id,
-        direction="out",
-        booking_id=row.id,
-        msg_type=env.process.value,
-        function=msg.request.code.value if msg.request else None,
-        sender_her_id=env.sender.her_id,
-        receiver_her_id=clinic.her_id,
-        xml=xml,
-        status="queued",
-        created_at=utcnow(),
-    )
-    headers = transport_headers_for(message)
-    return enqueue(s, message, async_queue(clinic.her_id), headers).id
 
 
 def _store_bug(

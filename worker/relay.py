@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
+from typing import Any
 
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import Session
 
-from mappers.codes import Process
 from worker import metrics
 from worker.adapters.epj import Envelope, transport_headers
-from worker.adapters.store import (
-    after_commit,
-    get_booking,
-    pending_messages,
-    save_moves,
-    to_domain,
-    utcnow,
-)
+from worker.adapters.outbox import PUBLISHED_FROM, PUBLISHED_TO, claim
+from worker.adapters.store import announce_moves, utcnow
 from worker.adapters.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
-from worker.domain.booking import State
 from worker.errors import EpjUnavailable
 
 log = logging.getLogger("timebok.relay")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One committed outbox row and what its publish needs (read once, or still in hand)."""
+
+    outbox_id: int
+    queue: str
+    body: bytes
+    headers: Mapping[str, str]
+    msg_id: str
+    msg_type: str
+    booking_id: str | None
+    receiver_her_id: str | None
+    function: str | None
+    error_code: str | None
 
 
 def transport_headers_for(message: MessageRow) -> dict[str, str]:
@@ -42,54 +53,103 @@ def transport_headers_for(message: MessageRow) -> dict[str, str]:
 def relay(deps: Deps, *, ids: list[int] | None = None, limit: int = 200) -> int:
     """Publish pending outbox rows (all, or just `ids`); returns how many were published.
 
-    Each row is published while its row lock is held and marked in the same transaction,
-    so parallel relays never take the same row. A crash after publish and before commit
-    republishes the same bytes with the same MsgId, which receivers deduplicate.
+    Raises EpjUnavailable when the transport is down and nothing could be published.
     """
-    published, failed = 0, None
-    with deps.store.transaction() as s:
-        for row, message in pending_messages(s, limit, ids):
-            try:
-                _publish(deps, s, row, message)
-            except EpjUnavailable as exc:
-                # Committed, not rolled back with the raise: the row shows why it still waits.
-                row.attempts += 1
-                row.last_error = str(exc)[:500]
-                log.warning("EPJ transport unavailable", extra={"queue": row.queue})
-                failed = exc
-                break
-            published += 1
-    if failed is not None and published == 0:
-        raise failed
+    return publish(deps, pending(deps, ids, limit))
+
+
+def publish(deps: Deps, items: Iterable[Pending]) -> int:
+    """Publish each item unless another relay has it already; returns how many it published.
+
+    Each row is claimed (marked published, its booking SENT) under row locks, then
+    published, then committed: parallel relays never both publish a row, and a failed
+    publish rolls the claim back. A crash after publish and before commit republishes the
+    same bytes with the same MsgId, which receivers deduplicate.
+    """
+    published = 0
+    for item in items:
+        try:
+            if _publish_one(deps, item):
+                published += 1
+        except EpjUnavailable:
+            if published == 0:
+                raise
+            break  # the rest waits for the next relay pass
     return published
 
 
-def _publish(deps: Deps, s: Session, row: OutboxRow, message: MessageRow) -> None:
-    # Lock the booking before publishing so a fast reply waits until SENT is committed.
-    # A receipt never moves its booking: no lock (nor query) for those.
-    booking_id = message.booking_id if message.msg_type != Process.APPREC.value else None
-    booking = get_booking(s, booking_id, lock=True) if booking_id else None
-    deps.epj.publish(Envelope(row.queue, message.xml, dict(row.headers)))
-    if booking is not None and booking.state == State.REQUESTED.value:
-        domain = to_domain(booking)
-        domain.mark_sent()
-        save_moves(s, booking, domain)
-        booking.deadline_at = deps.clock() + timedelta(seconds=deps.settings.apprec_timeout)
+def pending(deps: Deps, ids: list[int] | None = None, limit: int = 200) -> list[Pending]:
+    """Unpublished outbox rows, oldest first (all, or just `ids`)."""
+    stmt = _pending()
+    if ids is not None:
+        stmt = stmt.where(OutboxRow.id.in_(ids))
+    with deps.store.transaction() as s:
+        rows = s.execute(stmt.order_by(OutboxRow.id).limit(limit)).all()
+    return [Pending(*row) for row in rows]
+
+
+def pending_for(s: Session, booking_id: str) -> list[Pending]:
+    """A booking's unpublished outbox rows, oldest first."""
+    stmt = _pending().where(MessageRow.booking_id == booking_id).order_by(OutboxRow.id)
+    return [Pending(*row) for row in s.execute(stmt)]
+
+
+def _pending() -> Select[Any]:
+    return (
+        select(
+            OutboxRow.id,
+            OutboxRow.queue,
+            MessageRow.xml,
+            OutboxRow.headers,
+            MessageRow.msg_id,
+            MessageRow.msg_type,
+            MessageRow.booking_id,
+            MessageRow.receiver_her_id,
+            MessageRow.function,
+            MessageRow.error_code,
+        )
+        .join(MessageRow, MessageRow.id == OutboxRow.message_id)
+        .where(OutboxRow.published_at.is_(None))
+    )
+
+
+def _publish_one(deps: Deps, item: Pending) -> bool:
     now = utcnow()
-    row.published_at = now
-    row.attempts += 1
-    message.sent_at = message.sent_at or now
-    if message.status == "queued":
-        message.status = "sent"
+    deadline = deps.clock() + timedelta(seconds=deps.settings.apprec_timeout)
+    try:
+        with deps.store.transaction() as s:
+            claimed = claim(s, item.outbox_id, now, deadline)
+            if not claimed.row:
+                return False
+            deps.epj.publish(Envelope(item.queue, item.body, dict(item.headers)))
+    except EpjUnavailable as exc:
+        _record_failure(deps, item, exc)
+        raise
     log.info(
         "message published",
         extra={
-            "booking_id": message.booking_id,
-            "msg_id": message.msg_id,
-            "her_id": message.receiver_her_id,
-            "type": message.msg_type,
-            "queue": row.queue,
+            "booking_id": item.booking_id,
+            "msg_id": item.msg_id,
+            "her_id": item.receiver_her_id,
+            "type": item.msg_type,
+            "queue": item.queue,
         },
     )
-    facts = (message.msg_type, message.receiver_her_id, message.function, message.error_code)
-    after_commit(s, partial(metrics.message_out, *facts))
+    metrics.message_out(item.msg_type, item.receiver_her_id, item.function, item.error_code)
+    if claimed.booking_id is not None:
+        moves = [(PUBLISHED_FROM, PUBLISHED_TO)]
+        announce_moves(
+            claimed.booking_id, item.receiver_her_id, item.msg_id, claimed.created_at, moves
+        )
+    return True
+
+
+def _record_failure(deps: Deps, item: Pending, exc: EpjUnavailable) -> None:
+    """The row stays pending and shows why; the next relay pass tries it again."""
+    log.warning("EPJ transport unavailable", extra={"queue": item.queue})
+    with deps.store.transaction() as s:
+        s.execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == item.outbox_id, OutboxRow.published_at.is_(None))
+            .values(attempts=OutboxRow.attempts + 1, last_error=str(exc)[:500])
+        )

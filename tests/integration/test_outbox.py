@@ -147,7 +147,7 @@ def crash_script(
 
         deps = bootstrap()
         if {crash!r} == "commit":
-            outbound.relay = die  # committed, then the process dies before publishing
+            outbound.publish = die  # committed, then the process dies before publishing
         else:
             publish = deps.epj.publish
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,9 +12,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import PG_URL
+from worker.adapters import outbox as ob
 from worker.adapters import store as st
 from worker.adapters.migrate import current_revision, head_revision, upgrade
-from worker.adapters.tables import BookingRow, MessageRow
+from worker.adapters.tables import BookingRow, MessageRow, OutboxRow
 from worker.errors import NotMigrated
 from worker.inbox import Notice, notify
 from worker.texts import NoticeContext
@@ -92,18 +94,121 @@ def test_msg_id_is_unique(store: st.Store) -> None:
         s.add(_message("m1"))
 
 
-def test_outbox_pending_and_published(store: st.Store) -> None:
+def _outgoing(msg_id: str, booking_id: str | None = "b1", msg_type: str = "T") -> dict[str, object]:
+    return {
+        "msg_id": msg_id,
+        "direction": "out",
+        "booking_id": booking_id,
+        "msg_type": msg_type,
+        "xml": b"<x/>",
+        "status": "queued",
+        "created_at": NOW,
+    }
+
+
+_NEW_BOOKING = {
+    "id": "b1",
+    "action": "reserve",
+    "state": "REQUESTED",
+    "created_at": NOW,
+    "updated_at": NOW,
+    "resends": 0,
+}
+LATER = datetime(2026, 11, 26, 12, 0, 5, tzinfo=UTC)
+DEADLINE = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+
+
+def test_a_booking_and_its_message_go_in_together(store: st.Store) -> None:
     with store.transaction() as s:
-        _booking(s)
-        ids = [st.enqueue(s, _message(f"m{i}"), "q_async", {"msgId": f"m{i}"}).id for i in range(3)]
+        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {"msgId": "m1"}, NOW, _NEW_BOOKING)
     with store.transaction() as s:
-        pairs = st.pending_messages(s, 10)
-        assert [r.id for r, _m in pairs] == ids
-        assert [m.msg_id for _r, m in pairs] == ["m0", "m1", "m2"]
-        pairs[0][0].published_at = NOW
+        row = st.get_booking(s, "b1")
+        assert row is not None and row.state == "REQUESTED" and row.created_at == NOW
+        assert [(h.source, h.target, h.at) for h in st.history(s, "b1")] == [
+            (None, "REQUESTED", NOW)
+        ]
+        (message,) = st.messages_for(s, "b1")
+        assert (message.msg_id, message.status, message.sent_at) == ("m1", "queued", None)
+        outbox = s.get(OutboxRow, oid)
+        assert outbox is not None and outbox.message_id == message.id
+        assert (outbox.queue, outbox.headers, outbox.published_at) == (
+            "q_async",
+            {"msgId": "m1"},
+            None,
+        )
+        assert st.outbox_backlog(s) == 1
+    with pytest.raises(IntegrityError), store.transaction() as s:
+        ob.insert_outgoing(s, _outgoing("m2"), "q_async", {}, NOW, _NEW_BOOKING)
+    with store.transaction() as s:  # the failed repeat left nothing behind
+        assert [m.msg_id for m in st.messages_for(s, "b1")] == ["m1"]
+
+
+def test_claim_marks_the_row_the_message_and_the_booking_once(store: st.Store) -> None:
     with store.transaction() as s:
-        assert st.outbox_backlog(s) == 2
-        assert [r.id for r, _m in st.pending_messages(s, 10, ids=[ids[2]])] == [ids[2]]
+        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    with store.transaction() as s:
+        claimed = ob.claim(s, oid, LATER, DEADLINE)
+    assert claimed == ob.Claimed(True, "b1", NOW)
+    with store.transaction() as s:
+        row = st.get_booking(s, "b1")
+        assert row is not None
+        assert (row.state, row.deadline_at, row.updated_at) == ("SENT", DEADLINE, LATER)
+        moves = [(h.source, h.target, h.at) for h in st.history(s, "b1")]
+        assert moves == [(None, "REQUESTED", NOW), ("REQUESTED", "SENT", LATER)]
+        (message,) = st.messages_for(s, "b1")
+        assert (message.status, message.sent_at) == ("sent", LATER)
+        outbox = s.get(OutboxRow, oid)
+        assert outbox is not None and (outbox.published_at, outbox.attempts) == (LATER, 1)
+    with store.transaction() as s:
+        assert ob.claim(s, oid, LATER, DEADLINE) == ob.Claimed(False)
+
+
+def test_claim_of_a_receipt_or_a_resend_leaves_the_booking_alone(store: st.Store) -> None:
+    with store.transaction() as s:
+        first = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    with store.transaction() as s:
+        ob.claim(s, first, LATER, DEADLINE)
+        receipt = ob.insert_outgoing(s, _outgoing("r1", msg_type="APPREC"), "q_async", {}, NOW)
+        again = st.enqueue(s, st.messages_for(s, "b1")[0], "q_async", {}).id
+    with store.transaction() as s:
+        assert ob.claim(s, receipt, LATER, DEADLINE) == ob.Claimed(True)
+        assert ob.claim(s, again, LATER, DEADLINE) == ob.Claimed(True)
+    with store.transaction() as s:
+        assert [h.target for h in st.history(s, "b1")] == ["REQUESTED", "SENT"]
+        assert st.outbox_backlog(s) == 0
+
+
+def test_a_rolled_back_claim_leaves_the_row_pending(store: st.Store) -> None:
+    with store.transaction() as s:
+        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    with pytest.raises(RuntimeError), store.transaction() as s:
+        assert ob.claim(s, oid, LATER, DEADLINE).row
+        raise RuntimeError("publish failed")
+    with store.transaction() as s:
+        row = st.get_booking(s, "b1")
+        assert row is not None and row.state == "REQUESTED"
+        assert st.outbox_backlog(s) == 1
+        assert [h.target for h in st.history(s, "b1")] == ["REQUESTED"]
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)  # SQLite has no row locks
+def test_a_second_relay_waits_for_the_first_and_never_claims_twice(store: st.Store) -> None:
+    with store.transaction() as s:
+        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    results: list[ob.Claimed] = []
+
+    def second() -> None:
+        with store.transaction() as s2:
+            results.append(ob.claim(s2, oid, LATER, DEADLINE))
+
+    with store.transaction() as s:
+        assert ob.claim(s, oid, LATER, DEADLINE).row
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive(), "the second claim must wait for the row lock"
+    thread.join(10)
+    assert results == [ob.Claimed(False)]
 
 
 def test_notification_key_prevents_a_second_write(store: st.Store) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -205,15 +205,15 @@ def observe_created(s: Session, booking_id: str) -> None:
 def _announce(s: Session, row: BookingRow, moves: list[tuple[str | None, str]]) -> None:
     if moves:
         facts = (row.id, row.clinic_her_id, row.conversation_id, row.created_at)
-        after_commit(s, partial(_moved, *facts, moves))
+        after_commit(s, partial(announce_moves, *facts, moves))
 
 
-def _moved(
+def announce_moves(
     booking_id: str,
     her_id: str | None,
     msg_id: str | None,
     created_at: datetime | None,
-    moves: list[tuple[str | None, str]],
+    moves: Sequence[tuple[str | None, str]],
 ) -> None:
     """One log line and one count per committed state change (never the reason: free text)."""
     for source, target in moves:
@@ -276,22 +276,6 @@ def enqueue(s: Session, message: MessageRow, queue: str, headers: dict[str, str]
     s.add(row)
     s.flush()
     return row
-
-
-def pending_messages(
-    s: Session, limit: int, ids: list[int] | None = None
-) -> list[tuple[OutboxRow, MessageRow]]:
-    """Unpublished outbox rows with their messages, locked so parallel relays never share one."""
-    stmt = (
-        select(OutboxRow, MessageRow)
-        .join(MessageRow, MessageRow.id == OutboxRow.message_id)
-        .where(OutboxRow.published_at.is_(None))
-    )
-    if ids is not None:
-        stmt = stmt.where(OutboxRow.id.in_(ids))
-    stmt = stmt.order_by(OutboxRow.id).limit(limit)
-    stmt = stmt.with_for_update(skip_locked=True, of=OutboxRow)
-    return [(row, message) for row, message in s.execute(stmt)]
 
 
 def outbox_backlog(s: Session) -> int:
