@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery, Task, bootsteps
 from celery.signals import worker_process_init
+from celery.worker.request import Request
 from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.message import Message
@@ -31,6 +32,7 @@ from worker.observability import scope, tag
 from worker.settings import Settings
 
 log = logging.getLogger("timebok.app")
+HIDDEN = "[hidden]"  # what task events and log lines show instead of a booking request
 
 _deps: Deps | None = None
 _settings: Settings | None = None
@@ -122,8 +124,33 @@ def backoff(retries: int, cap: float) -> float:
     return float(random.uniform(0, min(cap, 2.0 ** (retries + 1))))  # noqa: S311
 
 
+class PrivateRequest(Request):
+    """A task request whose arguments never leave the process as text.
+
+    A booking request holds fødselsnumre and free text. Celery would put the repr of the
+    task arguments into the task-received event (what Flower shows) and into log lines;
+    with this request class they get a placeholder instead.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._argsrepr = self._kwargsrepr = HIDDEN
+
+
+def send_booking(app: Celery, payload: object, producer: Any = None) -> None:
+    """Queue one booking request the way a portal should: its repr never in task events."""
+    app.send_task(
+        SUBMIT_TASK,
+        args=[payload],
+        queue=REQUESTS_QUEUE,
+        producer=producer,
+        argsrepr=HIDDEN,
+        kwargsrepr=HIDDEN,
+    )
+
+
 def _register_tasks(app: Celery, cfg: Settings) -> None:
-    @app.task(name=SUBMIT_TASK, bind=True, max_retries=cfg.task_max_retries)
+    @app.task(name=SUBMIT_TASK, bind=True, max_retries=cfg.task_max_retries, Request=PrivateRequest)
     def submit_booking(self: Task, request: object) -> dict[str, Any]:
         """Take one booking request off booking.requests."""
         from worker.outbound import submit

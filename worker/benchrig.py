@@ -19,10 +19,11 @@ from sqlalchemy import select
 from mappers import incoming
 from mappers.model import DialogMessage
 from worker.adapters.tables import MessageRow, NotificationRow, OutboxRow
+from worker.app import send_booking
 from worker.bench import BenchError, Drained, latency_ms, per_second, percentile, say
 from worker.benchdata import CLINIC, NOOP_TASK, booking_request, confirmation
 from worker.benchenv import BenchWorker, bench_worker, pg_schema, redis_db
-from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+from worker.constants import REQUESTS_QUEUE
 from worker.settings import DEFAULT_DATA_DIR, Settings, async_queue
 
 WARMUP = 16  # of each kind, so every process has imported, connected and compiled first
@@ -56,34 +57,41 @@ class Completions:
     """Worker timestamps of Celery task-succeeded events, read off raw pub/sub.
 
     Celery sends task events in batches (`task.multi`); decoding just those batches costs
-    the CPU the worker shares far less than a full Celery event receiver would.
+    the CPU the worker shares far less than a full Celery event receiver would. It listens
+    only inside `listening()`: the drains measured otherwise get the CPU it would take.
     """
 
     def __init__(self, broker_url: str) -> None:
         self.stamps: list[float] = []
         self._client: redis.Redis[bytes] = redis.Redis.from_url(broker_url)
         db = self._client.connection_pool.connection_kwargs.get("db", 0)
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.psubscribe(f"/{db}.celeryev/task.*")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._listen, daemon=True)
-        self._thread.start()
+        self._pattern = f"/{db}.celeryev/task.*"
 
-    def _listen(self) -> None:
-        while not self._stop.is_set():
-            message = self._pubsub.get_message(timeout=0.2)
-            if message is not None:
-                self.stamps.extend(succeeded_at(message["data"]))
-
-    def reset(self) -> None:
-        """Forget what arrived so far."""
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """Collect stamps (from none) until the block ends."""
         self.stamps = []
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        pubsub.psubscribe(self._pattern)
+        stop = threading.Event()
+
+        def listen() -> None:
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=0.2)
+                if message is not None:
+                    self.stamps.extend(succeeded_at(message["data"]))
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(2)
+            pubsub.close()
 
     def close(self) -> None:
-        """Stop listening."""
-        self._stop.set()
-        self._thread.join(2)
-        self._pubsub.close()
+        """Release the connection."""
         self._client.close()
 
 
@@ -129,10 +137,11 @@ class Rig:
     def warm_up(self) -> None:
         """A few of each kind through every path; also waits until the worker is up."""
         say("waiting for the worker (warm-up)")
-        self._send_noops(WARMUP)
         payloads = [booking_request(i) for i in range(WARMUP)]
-        self._send_requests(payloads)
-        self._wait(lambda: len(self.completions.stamps) >= 2 * WARMUP, "warm-up tasks", 90)
+        with self.completions.listening():
+            self._send_noops(WARMUP)
+            self._send_requests(payloads)
+            self._wait(lambda: len(self.completions.stamps) >= 2 * WARMUP, "warm-up tasks", 90)
         docs = self._take_docs(WARMUP)
         self._published([str(p["request_id"]) for p in payloads])
         now = datetime.now(UTC)
@@ -146,10 +155,11 @@ class Rig:
         """N bare no-op tasks: Celery's own ceiling with these settings."""
         self.worker.freeze()
         self._send_noops(n)
-        self.completions.reset()
-        self.worker.thaw()
-        self._wait(lambda: len(self.completions.stamps) >= n, f"{n} no-op tasks")
-        rate = per_second(sorted(self.completions.stamps)[:n])
+        with self.completions.listening():
+            self.worker.thaw()
+            self._wait(lambda: len(self.completions.stamps) >= n, f"{n} no-op tasks")
+            stamps = sorted(self.completions.stamps)[:n]
+        rate = per_second(stamps)
         say(f"noop: {n} tasks, {rate:.0f}/s")
         return rate
 
@@ -219,7 +229,7 @@ class Rig:
 
     def _send_request(self, payload: dict[str, Any], producer: Any) -> tuple[str, float]:
         stamp = time.time()
-        self.app.send_task(SUBMIT_TASK, args=[payload], queue=REQUESTS_QUEUE, producer=producer)
+        send_booking(self.app, payload, producer)
         return str(payload["request_id"]), stamp
 
     def _publish(self, key: str, item: Any) -> tuple[str, float]:

@@ -131,8 +131,8 @@ def _submit(sub: Any) -> None:
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Queue the request on booking.requests exactly as the portal would."""
-    from worker.app import create_app
-    from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+    from worker.app import create_app, send_booking
+    from worker.constants import REQUESTS_QUEUE
     from worker.outbound import payload_id
 
     raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
@@ -141,7 +141,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         payload = raw  # the worker stores it as INVALID with the JSON error
     app = create_app(settings)
-    app.send_task(SUBMIT_TASK, args=[payload], queue=REQUESTS_QUEUE)
+    send_booking(app, payload)
     booking_id = payload_id(payload)
     data = {"booking_id": booking_id, "queue": REQUESTS_QUEUE, "queued": True}
     from worker.cli import emit

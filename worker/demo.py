@@ -294,8 +294,7 @@ def _state(deps: Deps, booking_id: str) -> str | None:
 
 
 def _submit_all(deps: Deps, settings: Settings, steps: list[Step], out: TextIO) -> None:
-    from worker.app import create_app
-    from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+    from worker.app import create_app, send_booking
 
     app = create_app(settings)
     pending = list(steps)
@@ -308,7 +307,7 @@ def _submit_all(deps: Deps, settings: Settings, steps: list[Step], out: TextIO) 
                 continue
             if step.after and _state(deps, by_name[step.after].id) not in ("CONFIRMED",):
                 continue
-            app.send_task(SUBMIT_TASK, args=[step.payload], queue=REQUESTS_QUEUE)
+            send_booking(app, step.payload)
             sent.add(step.name)
         _progress(deps, steps, out)
         if len(sent) == len(steps) and all(

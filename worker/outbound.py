@@ -167,15 +167,6 @@ def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, 
     # Stored with its conversation from the start; the appointment uid stays empty until
     # the clinic's confirmation assigns one.
     queued = _queue(s, req, clinic, process, msg, xml, now)
-    log.info(
-        "booking accepted",
-        extra={
-            "booking_id": req.request_id,
-            "msg_id": msg.envelope.msg_id,
-            "her_id": clinic.her_id,
-            "type": process.value,
-        },
-    )
     result = SubmitResult(req.request_id, State.REQUESTED.value, True, None, msg.envelope.msg_id)
     return result, [queued]
 

@@ -4,6 +4,8 @@ clinic-published appointment) and every FNR used is searched for in everything t
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 import uuid
@@ -13,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import text
 
 from tests.chaos import harness as h
 from tests.conftest import PG_URL, ROOT
 from tests.support import fnr, request
 from worker.adapters.epj import Envelope, KombuTransport
-from worker.app import create_app
+from worker.app import create_app, send_booking
 from worker.bootstrap import bootstrap
-from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+from worker.constants import SUBMIT_TASK
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -81,10 +84,11 @@ def test_no_fnr_reaches_any_log(run: dict[str, Any]) -> None:
     deps = bootstrap(settings)
     app = create_app(settings)
     sent: list[dict[str, Any]] = []
+    events = TaskEvents(settings.broker_url)
 
     def send(payload: dict[str, Any]) -> str:
         sent.append(payload)
-        app.send_task(SUBMIT_TASK, args=[payload], queue=REQUESTS_QUEUE)
+        send_booking(app, payload)  # as a portal should: no task event shows the request
         return str(payload["request_id"])
 
     def state(booking_id: str) -> str | None:
@@ -123,6 +127,7 @@ def test_no_fnr_reaches_any_log(run: dict[str, Any]) -> None:
         h.poll(lambda: _dead_letters(deps) >= 3, 30, "the dead letters")
     finally:
         deps.store.engine.dispose()
+        events.close()
     for service in run["services"]:
         service.stop()
     logs = {s.log.name: s.text() for s in run["services"]}
@@ -130,7 +135,7 @@ def test_no_fnr_reaches_any_log(run: dict[str, Any]) -> None:
     worker_log = logs["worker.log"]
     # The capture is real: the run logged what happened (and resent with dropped AppRecs).
     for expected in (
-        "booking accepted",
+        "booking state changed",
         "message published",
         "booking invalid",
         "unreadable message rejected",
@@ -141,6 +146,45 @@ def test_no_fnr_reaches_any_log(run: dict[str, Any]) -> None:
     for name, content in logs.items():
         for number in EVERY_FNR:
             assert number not in content, f"a fødselsnummer ({number[:6]}...) is in {name}"
+    # Task events (what Flower shows) carry a placeholder, not the booking request.
+    received = [
+        e
+        for e in events.decoded()
+        if e.get("type") == "task-received" and e.get("name") == SUBMIT_TASK
+    ]
+    assert len(received) >= len(sent)
+    assert {e["args"] for e in received} == {"[hidden]"}
+    for event in events.decoded():
+        for number in EVERY_FNR:
+            assert number not in json.dumps(event), f"a fødselsnummer is in {event['type']}"
+
+
+class TaskEvents:
+    """Every Celery task event published on the broker while the test runs."""
+
+    def __init__(self, url: str) -> None:
+        self.client: redis.Redis[bytes] = redis.Redis.from_url(url)
+        self.raw: list[bytes] = []
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(**{"*celeryev*": lambda m: self.raw.append(m["data"])})
+        self.thread = self.pubsub.run_in_thread(sleep_time=0.1, daemon=True)
+
+    def close(self) -> None:
+        self.thread.stop()
+        self.thread.join(5)
+        self.pubsub.close()
+        self.client.close()
+
+    def decoded(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for raw in self.raw:
+            envelope = json.loads(raw)
+            body = envelope["body"]
+            if envelope.get("properties", {}).get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            batch = json.loads(body)
+            found.extend(batch if isinstance(batch, list) else [batch])
+        return found
 
 
 def _unreadable_message_with_an_fnr(settings: Settings) -> None:

@@ -181,9 +181,16 @@ def test_claim_of_a_receipt_or_a_resend_leaves_the_booking_alone(store: st.Store
 def test_a_rolled_back_claim_leaves_the_row_pending(store: st.Store) -> None:
     with store.transaction() as s:
         oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
-    with pytest.raises(RuntimeError), store.transaction() as s:
-        assert ob.claim(s, oid, LATER, DEADLINE).row
-        raise RuntimeError("publish failed")
+    claimed: list[ob.Claimed] = []
+
+    def claim_then_fail() -> None:
+        with store.transaction() as s:
+            claimed.append(ob.claim(s, oid, LATER, DEADLINE))
+            raise RuntimeError("publish failed")
+
+    with pytest.raises(RuntimeError):
+        claim_then_fail()
+    assert claimed == [ob.Claimed(True, "b1", NOW)]
     with store.transaction() as s:
         row = st.get_booking(s, "b1")
         assert row is not None and row.state == "REQUESTED"
