@@ -17,11 +17,13 @@ from mappers.codes import AppRecError, AppRecStatus, Process
 from mappers.errors import MapperError
 from mappers.model import AppRec, DialogMessage, OriginalMsgRef, Party, ReceiptError
 from worker import metrics
+from worker.adapters.epj import transport_headers
+from worker.adapters.outbox import insert_outgoing
 from worker.adapters.store import add_dead_letter, after_commit, enqueue, get_message, utcnow
 from worker.adapters.tables import MessageRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
-from worker.relay import relay, transport_headers_for
+from worker.relay import Pending, pending_row, publish, transport_headers_for
 from worker.replies import Outcome, apply_dialog, apply_receipt
 from worker.settings import async_queue
 
@@ -43,24 +45,24 @@ class Received:
 def receive(deps: Deps, body: bytes, headers: dict[str, object]) -> Received:
     """Handle one raw message from our async queue; never raises but TransientError."""
     try:
-        result, outbox_ids = _receive(deps, body, headers)
+        result, queued = _receive(deps, body, headers)
     except TransientError:
         raise
     except Exception as exc:  # a bug must not poison the queue: keep the bytes, move on
         log.exception("inbound handler failed")
-        result, outbox_ids = _dead_letter_only(deps, body, headers, f"internal error: {exc!r}")
+        result, queued = _dead_letter_only(deps, body, headers, f"internal error: {exc!r}")
     if result.outcome == "duplicate":
         metrics.duplicate()
         log.info("duplicate suppressed", extra={"msg_id": result.msg_id})
-    if outbox_ids:
+    if queued:
         try:
-            relay(deps, ids=outbox_ids)
+            publish(deps, queued)
         except TransientError:
             log.warning("receipt left in the outbox for the relay")
     return result
 
 
-def _receive(deps: Deps, body: bytes, headers: dict[str, object]) -> tuple[Received, list[int]]:
+def _receive(deps: Deps, body: bytes, headers: dict[str, object]) -> tuple[Received, list[Pending]]:
     try:
         doc = incoming.parse_any(
             body,
@@ -72,7 +74,9 @@ def _receive(deps: Deps, body: bytes, headers: dict[str, object]) -> tuple[Recei
         return _receipt(deps, body, headers, doc), []
     for attempt in range(2):
         try:
-            return _dialog(deps, body, headers, doc)
+            # Optimistic first: a new MsgId (the usual case) costs no lookup; a copy of a
+            # stored one fails on the unique MsgId and the second attempt finds it.
+            return _dialog(deps, body, headers, doc, check_first=attempt > 0)
         except IntegrityError:
             if attempt:  # the same MsgId committed twice at once: the other one won
                 return Received(doc.envelope.msg_id, "duplicate", "concurrent delivery"), []
@@ -128,20 +132,19 @@ def _count_receipt(s: Session, doc: AppRec, original: MessageRow | None) -> None
 
 
 def _dialog(
-    deps: Deps, body: bytes, headers: dict[str, object], doc: DialogMessage
-) -> tuple[Received, list[int]]:
+    deps: Deps, body: bytes, headers: dict[str, object], doc: DialogMessage, *, check_first: bool
+) -> tuple[Received, list[Pending]]:
     env = doc.envelope
     with deps.store.transaction() as s:
-        seen = get_message(s, env.msg_id)
-        if seen is not None:
+        if check_first and get_message(s, env.msg_id) is not None:
             return Received(env.msg_id, "duplicate"), _resend_receipt(s, env.msg_id)
+        _count_dialog(s, doc)
+        outcome = _outcome(deps, s, doc)
+        # Stored last, complete, in the same transaction: a copy committed meanwhile makes
+        # this insert fail on the unique MsgId, and everything above rolls back with it.
         row = _inbound_row(env.msg_id, env.process.value, body, env.sender.her_id, None)
         row.ref_to_parent = env.conversation.ref_to_parent if env.conversation else None
         row.ref_to_conversation = env.conversation.ref_to_conversation if env.conversation else None
-        s.add(row)
-        s.flush()
-        _count_dialog(s, doc)
-        outcome = _outcome(deps, s, doc)
         row.booking_id = outcome.booking_id
         row.function = (doc.reply.code.value if doc.reply else None) or (
             doc.request.code.value if doc.request else None
@@ -149,6 +152,7 @@ def _dialog(
         row.status = "processed" if outcome.error is None else "rejected"
         row.error_code = outcome.error.value if outcome.error else None
         row.error_text = outcome.detail if outcome.error else None
+        s.add(row)
         if outcome.error is not None:
             _dead_letter(deps, s, body, headers, outcome, env.msg_id)
         receipt = _send_receipt(deps, s, doc, headers, outcome, row)
@@ -193,7 +197,7 @@ def _send_receipt(
     headers: dict[str, object],
     outcome: Outcome,
     inbound: MessageRow,
-) -> int:
+) -> Pending:
     env = doc.envelope
     errors: tuple[ReceiptError, ...] = ()
     status = AppRecStatus.OK
@@ -226,25 +230,47 @@ def _apprec(
 
 def _queue_receipt(
     s: Session, receipt: AppRec, to: str, booking_id: str | None, answers: str
-) -> int:
-    message = MessageRow(
+) -> Pending:
+    xml = apprec_mapper.build(receipt)
+    error_code = receipt.errors[0].code if receipt.errors else None
+    message = {
+        "msg_id": receipt.msg_id,
+        "direction": "out",
+        "booking_id": booking_id,
+        "msg_type": Process.APPREC.value,
+        "function": receipt.status.value,
+        "sender_her_id": receipt.sender.her_id,
+        "receiver_her_id": to,
+        "ref_to_parent": answers,
+        "xml": xml,
+        "status": "queued",
+        "error_code": error_code,
+        "created_at": utcnow(),
+    }
+    headers = transport_headers(
+        from_her_id=receipt.sender.her_id,
+        to_her_id=to,
         msg_id=receipt.msg_id,
-        direction="out",
-        booking_id=booking_id,
         msg_type=Process.APPREC.value,
-        function=receipt.status.value,
-        sender_her_id=receipt.sender.her_id,
-        receiver_her_id=to,
         ref_to_parent=answers,
-        xml=apprec_mapper.build(receipt),
-        status="queued",
-        error_code=receipt.errors[0].code if receipt.errors else None,
-        created_at=utcnow(),
     )
-    return enqueue(s, message, async_queue(to), transport_headers_for(message)).id
+    queue = async_queue(to)
+    outbox_id = insert_outgoing(s, message, queue, headers, utcnow())
+    return Pending(
+        outbox_id,
+        queue,
+        xml,
+        headers,
+        receipt.msg_id,
+        Process.APPREC.value,
+        booking_id,
+        to,
+        receipt.status.value,
+        error_code,
+    )
 
 
-def _resend_receipt(s: Session, inbound_msg_id: str) -> list[int]:
+def _resend_receipt(s: Session, inbound_msg_id: str) -> list[Pending]:
     """A redelivered message gets the receipt we already made (same MsgId), nothing new."""
     receipt = (
         s.query(MessageRow)
@@ -255,7 +281,8 @@ def _resend_receipt(s: Session, inbound_msg_id: str) -> list[int]:
     if receipt is None or receipt.sent_at is None:
         return []  # never made (an AppRec for an AppRec) or still in the outbox
     headers = transport_headers_for(receipt)
-    return [enqueue(s, receipt, async_queue(receipt.receiver_her_id or ""), headers).id]
+    row = enqueue(s, receipt, async_queue(receipt.receiver_her_id or ""), headers)
+    return [pending_row(row, receipt)]
 
 
 def _error_text(code: AppRecError) -> str:
@@ -269,7 +296,7 @@ def _error_text(code: AppRecError) -> str:
 
 def _reject_unparsed(
     deps: Deps, body: bytes, headers: dict[str, object], exc: MapperError
-) -> tuple[Received, list[int]]:
+) -> tuple[Received, list[Pending]]:
     original = exc.original
     msg_id = (original.msg_id if original else None) or _header(headers, "msgId")
     msg_id = (msg_id or str(uuid.uuid5(_RAW_NS, body[:1_000_000].hex())))[:64]
@@ -319,7 +346,7 @@ def _receipt_for_unparsed(
     headers: dict[str, object],
     msg_id: str,
     code: AppRecError,
-) -> list[int]:
+) -> list[Pending]:
     to = _sender(exc, headers)
     msg_type = (exc.original.msg_type if exc.original else None) or _header(headers, "type")
     msg_type = msg_type or "UNKNOWN"
@@ -356,7 +383,7 @@ def _dead_letter(
 
 def _dead_letter_only(
     deps: Deps, body: bytes, headers: dict[str, object], why: str
-) -> tuple[Received, list[int]]:
+) -> tuple[Received, list[Pending]]:
     with deps.store.transaction() as s:
         add_dead_letter(
             s,

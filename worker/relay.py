@@ -38,6 +38,22 @@ class Pending:
     error_code: str | None
 
 
+def pending_row(row: OutboxRow, message: MessageRow) -> Pending:
+    """What the publish of a just-queued ORM outbox row needs."""
+    return Pending(
+        row.id,
+        row.queue,
+        message.xml,
+        row.headers,
+        message.msg_id,
+        message.msg_type,
+        message.booking_id,
+        message.receiver_her_id,
+        message.function,
+        message.error_code,
+    )
+
+
 def transport_headers_for(message: MessageRow) -> dict[str, str]:
     """The transport headers of a stored message."""
     return transport_headers(

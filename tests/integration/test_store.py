@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import PG_URL
 from worker.adapters import outbox as ob
 from worker.adapters import store as st
 from worker.adapters.migrate import current_revision, head_revision, upgrade
-from worker.adapters.tables import BookingRow, MessageRow, OutboxRow
+from worker.adapters.tables import AppointmentRow, BookingRow, MessageRow, OutboxRow
 from worker.errors import NotMigrated
-from worker.inbox import Notice, notify
+from worker.inbox import AppointmentView, Notice, notify, upsert_appointment
 from worker.texts import NoticeContext
 
 pytestmark = pytest.mark.integration
@@ -254,3 +255,29 @@ def test_dead_letters(store: st.Store) -> None:
     with store.transaction() as s:
         [row] = st.dead_letters(s)
         assert row.id == dl_id and row.payload == b"\xff\xfe" and row.error_code == "T01"
+
+
+def test_appointment_upsert_updates_and_keeps_its_booking(store: st.Store) -> None:
+    first = AppointmentView(
+        uid="a1",
+        patient_fnr="13116900216",
+        clinic_her_id="8090001",
+        clinic_name="Testlegekontoret",
+        practitioner="August September",
+        start=NOW,
+        end=LATER,
+        appointment_type="in_person",
+        location="Testlegekontoret",
+        status="Tildelt",
+        booking_id="b1",
+    )
+    moved = replace(first, start=LATER, end=DEADLINE, practitioner=None, booking_id=None)
+    with store.transaction() as s:
+        upsert_appointment(s, first)
+    with store.transaction() as s:
+        upsert_appointment(s, moved)  # a clinic's change names no booking
+    with store.transaction() as s:
+        (row,) = s.scalars(select(AppointmentRow)).all()
+        assert (row.start, row.end, row.practitioner) == (LATER, DEADLINE, None)
+        assert row.booking_id == "b1" and row.start.tzinfo is not None
+        assert row.clinic_name == "Testlegekontoret" and row.status == "Tildelt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -10,8 +11,10 @@ from amqp.exceptions import ChannelError
 from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.exceptions import KombuError, OperationalError
+from kombu.messaging import Producer
 
 from mappers.model import DialogMessage
+from worker.adapters.broker import publish_transport_for
 from worker.constants import XML_CONTENT_TYPE
 from worker.errors import EpjUnavailable
 
@@ -69,42 +72,71 @@ def dialog_headers(msg: DialogMessage) -> dict[str, str]:
     )
 
 
+RETRY_DELAYS = (0.2, 0.7)  # seconds before the second and third publish attempt
+
+
 class KombuTransport:
-    """EpjTransport over one kombu connection (pooled producer, declared queues cached)."""
+    """EpjTransport over one kombu connection (one producer, declared queues cached).
+
+    On Redis the channel publishes through one long-lived client (see
+    `worker.adapters.broker.PublishTransport`): kombu would build a new one per message.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: Connection | None = None
+        self._producer: Producer | None = None
         self._declared: set[str] = set()
 
     def _connection(self) -> Connection:
         if self._conn is None:
-            self._conn = Connection(self.url, transport_options={"visibility_timeout": 3600})
+            self._conn = Connection(
+                self.url,
+                transport=publish_transport_for(self.url),
+                transport_options={"visibility_timeout": 3600},
+            )
         return self._conn
 
     def publish(self, item: Envelope) -> None:
-        """Publish with the default exchange, routing key = queue name, persistent."""
+        """Publish with the default exchange, routing key = queue name, persistent.
+
+        A failed attempt drops the connection and tries again on a new one, twice; then
+        EpjUnavailable.
+        """
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                self._publish(item)
+                return
+            except Exception as exc:
+                if not self._is_transport_error(exc):
+                    raise
+                self.close()
+                if delay is None:
+                    raise EpjUnavailable(f"cannot publish to {item.queue}: {exc}") from exc
+                time.sleep(delay)
+
+    def _publish(self, item: Envelope) -> None:
         conn = self._connection()
+        if self._producer is None:
+            self._producer = conn.Producer()
         queue = Queue(item.queue, durable=True)
-        declare = [] if item.queue in self._declared else [queue]
-        try:
-            with conn.Producer() as producer:
-                producer.publish(
-                    item.body,
-                    exchange="",
-                    routing_key=item.queue,
-                    declare=declare,
-                    headers=dict(item.headers),
-                    content_type=XML_CONTENT_TYPE,
-                    content_encoding="utf-8",
-                    delivery_mode=2,
-                    retry=True,
-                    retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-                )
-        except (KombuError, OperationalError, OSError) as exc:
-            self.close()
-            raise EpjUnavailable(f"cannot publish to {item.queue}: {exc}") from exc
+        self._producer.publish(
+            item.body,
+            exchange="",
+            routing_key=item.queue,
+            declare=[] if item.queue in self._declared else [queue],
+            headers=dict(item.headers),
+            content_type=XML_CONTENT_TYPE,
+            content_encoding="utf-8",
+            delivery_mode=2,
+        )
         self._declared.add(item.queue)
+
+    def _is_transport_error(self, exc: Exception) -> bool:
+        if isinstance(exc, KombuError | OperationalError | OSError):
+            return True
+        conn = self._conn
+        return conn is not None and isinstance(exc, (*conn.connection_errors, *conn.channel_errors))
 
     def depth(self, queue: str) -> int:
         """Queue length (passive declare; 0 when the queue does not exist yet)."""
@@ -122,6 +154,7 @@ class KombuTransport:
 
     def close(self) -> None:
         """Drop the connection (a fresh one is made on next use)."""
+        self._producer = None
         if self._conn is not None:
             self._conn.release()
             self._conn = None
