@@ -19,7 +19,14 @@ from mappers.model import AppRec, DialogMessage, OriginalMsgRef, Party, ReceiptE
 from worker import metrics
 from worker.adapters.epj import transport_headers
 from worker.adapters.outbox import insert_outgoing
-from worker.adapters.store import add_dead_letter, after_commit, enqueue, get_message, utcnow
+from worker.adapters.store import (
+    add_dead_letter,
+    add_message,
+    after_commit,
+    enqueue,
+    get_message,
+    utcnow,
+)
 from worker.adapters.tables import MessageRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
@@ -138,24 +145,35 @@ def _dialog(
     with deps.store.transaction() as s:
         if check_first and get_message(s, env.msg_id) is not None:
             return Received(env.msg_id, "duplicate"), _resend_receipt(s, env.msg_id)
-        _count_dialog(s, doc)
         outcome = _outcome(deps, s, doc)
+        _count_dialog(s, doc)  # after _outcome: the message it answers is cached by then
         # Stored last, complete, in the same transaction: a copy committed meanwhile makes
         # this insert fail on the unique MsgId, and everything above rolls back with it.
-        row = _inbound_row(env.msg_id, env.process.value, body, env.sender.her_id, None)
-        row.ref_to_parent = env.conversation.ref_to_parent if env.conversation else None
-        row.ref_to_conversation = env.conversation.ref_to_conversation if env.conversation else None
-        row.booking_id = outcome.booking_id
-        row.function = (doc.reply.code.value if doc.reply else None) or (
-            doc.request.code.value if doc.request else None
+        conv = env.conversation
+        add_message(
+            s,
+            {
+                "msg_id": env.msg_id,
+                "direction": "in",
+                "booking_id": outcome.booking_id,
+                "msg_type": env.process.value[:64],
+                "function": (doc.reply.code.value if doc.reply else None)
+                or (doc.request.code.value if doc.request else None),
+                "sender_her_id": env.sender.her_id,
+                "receiver_her_id": None,
+                "ref_to_parent": conv.ref_to_parent if conv else None,
+                "ref_to_conversation": conv.ref_to_conversation if conv else None,
+                "xml": body,
+                "status": "processed" if outcome.error is None else "rejected",
+                "error_code": outcome.error.value if outcome.error else None,
+                "error_text": outcome.detail if outcome.error else None,
+                "created_at": utcnow(),
+                "sent_at": None,
+            },
         )
-        row.status = "processed" if outcome.error is None else "rejected"
-        row.error_code = outcome.error.value if outcome.error else None
-        row.error_text = outcome.detail if outcome.error else None
-        s.add(row)
         if outcome.error is not None:
             _dead_letter(deps, s, body, headers, outcome, env.msg_id)
-        receipt = _send_receipt(deps, s, doc, headers, outcome, row)
+        receipt = _send_receipt(deps, s, doc, headers, outcome)
     log.info(
         "business message received",
         extra={
@@ -196,7 +214,6 @@ def _send_receipt(
     doc: DialogMessage,
     headers: dict[str, object],
     outcome: Outcome,
-    inbound: MessageRow,
 ) -> Pending:
     env = doc.envelope
     errors: tuple[ReceiptError, ...] = ()
@@ -207,7 +224,7 @@ def _send_receipt(
     to = _sender_her_id(headers) or env.sender.her_id
     original = OriginalMsgRef(env.process.value, env.gen_date, env.msg_id)
     receipt = _apprec(deps, Party(to, env.sender.name), status, original, errors)
-    return _queue_receipt(s, receipt, to, inbound.booking_id, env.msg_id)
+    return _queue_receipt(s, receipt, to, outcome.booking_id, env.msg_id)
 
 
 def _apprec(

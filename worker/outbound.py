@@ -26,6 +26,7 @@ from worker.adapters.outbox import insert_outgoing
 from worker.adapters.registry import Clinic
 from worker.adapters.store import (
     add_dead_letter,
+    add_history,
     after_commit,
     announce_moves,
     get_booking,
@@ -320,9 +321,7 @@ def _new_booking(
 
 
 def _record_created(s: Session, booking_id: str, now: datetime) -> None:
-    from worker.adapters.tables import HistoryRow
-
-    s.add(HistoryRow(booking_id=booking_id, source=None, target=State.REQUESTED.value, at=now))
+    add_history(s, booking_id, [(None, State.REQUESTED.value, None, now)])
     observe_created(s, booking_id)
 
 

@@ -11,7 +11,12 @@ from sqlalchemy.orm import Session
 from mappers.codes import AppointmentType, AppRecError, AppRecStatus, ReplyCode, RequestCode
 from mappers.model import AppRec, DialogMessage, Event
 from worker import texts
-from worker.adapters.store import get_booking, get_message, save_moves, to_domain
+from worker.adapters.store import (
+    booking_by_message,
+    get_booking,
+    save_moves,
+    to_domain,
+)
 from worker.adapters.tables import AppointmentRow, BookingRow, MessageRow
 from worker.bootstrap import Deps
 from worker.domain.booking import TERMINAL, Action, State
@@ -261,9 +266,9 @@ def correlate(s: Session, doc: DialogMessage) -> BookingRow | None:
     conv = doc.envelope.conversation
     if conv is not None:
         for ref in (conv.ref_to_parent, conv.ref_to_conversation):
-            parent = get_message(s, ref)
-            if parent is not None and parent.booking_id:
-                return get_booking(s, parent.booking_id, lock=True)
+            booking = booking_by_message(s, ref)
+            if booking is not None:
+                return booking
     if doc.event is None:
         return None
     refs = [r for r in (doc.event.uid, doc.event.related_to) if r]

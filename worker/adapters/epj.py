@@ -93,7 +93,8 @@ class KombuTransport:
             self._conn = Connection(
                 self.url,
                 transport=publish_transport_for(self.url),
-                transport_options={"visibility_timeout": 3600},
+                # One connection attempt per publish attempt: publish() does the retrying.
+                transport_options={"visibility_timeout": 3600, "max_retries": 0},
             )
         return self._conn
 

@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, LargeBinary, bindparam, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +23,7 @@ from worker.adapters.tables import (
     HistoryRow,
     MessageRow,
     OutboxRow,
+    UtcDateTime,
 )
 from worker.domain.booking import Action, Booking, State
 from worker.errors import NotMigrated, StoreUnavailable
@@ -176,18 +177,34 @@ def to_domain(row: BookingRow) -> Booking:
     return Booking(id=row.id, action=Action(row.action), state=State(row.state), reason=row.reason)
 
 
+_INSERT_HISTORY = text(
+    "INSERT INTO booking_history (booking_id, source, target, reason, at)"
+    " VALUES (:booking_id, :source, :target, :reason, :at)"
+).bindparams(bindparam("at", type_=UtcDateTime()))
+
+
+Move = tuple[str | None, str, str | None, datetime]  # source, target, reason, at
+
+
+def add_history(s: Session, booking_id: str, moves: Sequence[Move]) -> None:
+    """Insert history rows now, in order (plain SQL: no unit-of-work for append-only rows).
+
+    The booking row must be in the database already (flushed), as the foreign key says.
+    """
+    rows = [
+        {"booking_id": booking_id, "source": src, "target": dst, "reason": why, "at": at}
+        for src, dst, why, at in moves
+    ]
+    if rows:
+        # One row (the usual case) as a plain execute: executemany costs more for one.
+        s.connection().execute(_INSERT_HISTORY, rows[0] if len(rows) == 1 else rows)
+
+
 def save_moves(s: Session, row: BookingRow, booking: Booking) -> None:
     """Persist the domain object's new state and one history row per recorded move."""
-    for ev in booking.events:
-        s.add(
-            HistoryRow(
-                booking_id=row.id,
-                source=ev.source.value,
-                target=ev.target.value,
-                reason=ev.reason,
-                at=ev.at,
-            )
-        )
+    add_history(
+        s, row.id, [(e.source.value, e.target.value, e.reason, e.at) for e in booking.events]
+    )
     _announce(s, row, [(ev.source.value, ev.target.value) for ev in booking.events])
     booking.events.clear()
     row.state = booking.state.value
@@ -258,6 +275,44 @@ def get_message(s: Session, msg_id: str) -> MessageRow | None:
         if row is not None:
             found[msg_id] = row
     return row
+
+
+_INSERT_MESSAGE = text(
+    "INSERT INTO messages (msg_id, direction, booking_id, msg_type, function, sender_her_id,"
+    " receiver_her_id, ref_to_parent, ref_to_conversation, xml, status, error_code,"
+    " error_text, created_at, sent_at) VALUES (:msg_id, :direction, :booking_id, :msg_type,"
+    " :function, :sender_her_id, :receiver_her_id, :ref_to_parent, :ref_to_conversation,"
+    " :xml, :status, :error_code, :error_text, :created_at, :sent_at)"
+).bindparams(
+    bindparam("xml", type_=LargeBinary()),
+    bindparam("created_at", type_=UtcDateTime()),
+    bindparam("sent_at", type_=UtcDateTime()),
+)
+
+
+def add_message(s: Session, values: dict[str, Any]) -> None:
+    """Insert one message row now (plain SQL); a MsgId stored already raises IntegrityError."""
+    s.connection().execute(_INSERT_MESSAGE, values)
+
+
+def booking_by_message(s: Session, msg_id: str) -> BookingRow | None:
+    """The booking a stored message belongs to, locked FOR UPDATE, in one query.
+
+    The message is remembered for the session, as `get_message` would.
+    """
+    stmt = (
+        select(MessageRow, BookingRow)
+        .join(BookingRow, BookingRow.id == MessageRow.booking_id)
+        .where(MessageRow.msg_id == msg_id)
+        .with_for_update(of=BookingRow)
+        .execution_options(populate_existing=True)
+    )
+    found = s.execute(stmt).first()
+    if found is None:
+        return None
+    message, booking = found
+    s.info.setdefault("timebok.messages", {})[msg_id] = message
+    return booking
 
 
 def messages_for(s: Session, booking_id: str) -> list[MessageRow]:
