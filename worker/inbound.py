@@ -30,7 +30,7 @@ from worker.adapters.store import (
 from worker.adapters.tables import MessageRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
-from worker.relay import Pending, pending_row, publish, transport_headers_for
+from worker.relay import Pending, lease_end, pending_row, publish, transport_headers_for
 from worker.replies import Outcome, apply_dialog, apply_receipt
 from worker.settings import async_queue
 
@@ -224,7 +224,7 @@ def _send_receipt(
     to = _sender_her_id(headers) or env.sender.her_id
     original = OriginalMsgRef(env.process.value, env.gen_date, env.msg_id)
     receipt = _apprec(deps, Party(to, env.sender.name), status, original, errors)
-    return _queue_receipt(s, receipt, to, outcome.booking_id, env.msg_id)
+    return _queue_receipt(deps, s, receipt, to, outcome.booking_id, env.msg_id)
 
 
 def _apprec(
@@ -246,7 +246,7 @@ def _apprec(
 
 
 def _queue_receipt(
-    s: Session, receipt: AppRec, to: str, booking_id: str | None, answers: str
+    deps: Deps, s: Session, receipt: AppRec, to: str, booking_id: str | None, answers: str
 ) -> Pending:
     xml = apprec_mapper.build(receipt)
     error_code = receipt.errors[0].code if receipt.errors else None
@@ -272,7 +272,9 @@ def _queue_receipt(
         ref_to_parent=answers,
     )
     queue = async_queue(to)
-    outbox_id = insert_outgoing(s, message, queue, headers, utcnow())
+    outbox_id = insert_outgoing(
+        s.connection(), message, queue, headers, utcnow(), leased_until=lease_end(deps)
+    )
     return Pending(
         outbox_id,
         queue,
@@ -284,6 +286,7 @@ def _queue_receipt(
         to,
         receipt.status.value,
         error_code,
+        leased=True,
     )
 
 
@@ -374,7 +377,7 @@ def _receipt_for_unparsed(
     errors = (ReceiptError(code, _error_text(code), str(exc)[:200]),)
     name = exc.sender.name if exc.sender is not None else to
     receipt = _apprec(deps, Party(to, name), AppRecStatus.REJECTED, original, errors)
-    return [_queue_receipt(s, receipt, to, None, msg_id)]
+    return [_queue_receipt(deps, s, receipt, to, None, msg_id)]
 
 
 def _dead_letter(

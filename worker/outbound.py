@@ -10,6 +10,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +41,7 @@ from worker.compose import Target, build_dialog, function_for
 from worker.constants import REQUESTS_QUEUE
 from worker.domain.booking import Action, Booking, State
 from worker.inbox import Notice, notify
-from worker.relay import Pending, pending_for, publish
+from worker.relay import Pending, lease_end, pending_for, publish
 from worker.request import (
     BookingRequest,
     FieldError,
@@ -115,9 +116,34 @@ def submit(deps: Deps, payload: object) -> SubmitResult:
     return result
 
 
+_TARGETED = frozenset({Action.CANCEL, Action.CHANGE_WISH})  # these read a stored booking
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A valid request made into its EPJ message, ready to be stored."""
+
+    clinic: Clinic
+    process: Process
+    msg: DialogMessage
+    xml: bytes
+    now: datetime
+
+
 def _submit_valid(
     deps: Deps, req: BookingRequest, *, check_first: bool
 ) -> tuple[SubmitResult, list[Pending]]:
+    if not check_first and req.action not in _TARGETED:
+        try:
+            plan = _plan(deps, req, None)
+        except (Refused, MapperError):
+            plan = None  # refused or a bug: the full path below records which
+        if plan is not None:
+            # Nothing to read first: the whole write is one statement, committed alone.
+            with deps.store.statement() as conn:
+                queued = _queue(deps, conn, req, plan)
+            _announce_new(req, plan)
+            return _accepted(req, plan), [queued]
     with deps.store.transaction() as s:
         stored = _stored(deps, s, req) if check_first else None
         if stored is not None:
@@ -152,39 +178,50 @@ def _existing(s: Session, row: BookingRow) -> SubmitResult:
     return SubmitResult(row.id, row.state, False, row.reason, msg.msg_id if msg else None)
 
 
-def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, list[Pending]]:
+def _plan(deps: Deps, req: BookingRequest, target: Target | None) -> _Plan:
+    """Check the request against the registry and build its message (MapperError: a bug)."""
     clinic = _clinic(deps, req)
-    target = _target(s, req) if req.action in (Action.CANCEL, Action.CHANGE_WISH) else None
     process, code = function_for(req, target)
     _check_support(deps, clinic, process)
     now = deps.clock()
     msg = build_dialog(deps.own_party, req, clinic, process, code, target, now)
+    return _Plan(clinic, process, msg, dialog_message.build(msg), now)
+
+
+def _accept(deps: Deps, s: Session, req: BookingRequest) -> tuple[SubmitResult, list[Pending]]:
+    target = _target(s, req) if req.action in _TARGETED else None
     try:
-        xml = dialog_message.build(msg)
+        plan = _plan(deps, req, target)
     except MapperError as exc:
+        clinic = _clinic(deps, req)
+        process, _code = function_for(req, target)
         return _store_bug(deps, s, req, clinic, process, str(exc)), []
     if target is not None and target.booking is not None:
         _mark_target(s, target.booking, req)
-    # Stored with its conversation from the start; the appointment uid stays empty until
-    # the clinic's confirmation assigns one.
-    queued = _queue(s, req, clinic, process, msg, xml, now)
-    result = SubmitResult(req.request_id, State.REQUESTED.value, True, None, msg.envelope.msg_id)
-    return result, [queued]
+    queued = _queue(deps, s.connection(), req, plan)
+    after_commit(s, partial(_announce_new, req, plan))
+    return _accepted(req, plan), [queued]
 
 
-def _queue(
-    s: Session,
-    req: BookingRequest,
-    clinic: Clinic,
-    process: Process,
-    msg: DialogMessage,
-    xml: bytes,
-    now: datetime,
-) -> Pending:
-    """The new booking, its message and outbox row, in one go; what the publish needs."""
-    env = msg.envelope
-    booking = _booking_values(req, clinic.her_id, process, now, env.msg_id)
-    function = msg.request.code.value if msg.request else None
+def _accepted(req: BookingRequest, plan: _Plan) -> SubmitResult:
+    return SubmitResult(req.request_id, State.REQUESTED.value, True, None, plan.msg.envelope.msg_id)
+
+
+def _announce_new(req: BookingRequest, plan: _Plan) -> None:
+    env = plan.msg.envelope
+    moves = [(None, State.REQUESTED.value)]
+    announce_moves(req.request_id, plan.clinic.her_id, env.msg_id, plan.now, moves)
+
+
+def _queue(deps: Deps, conn: Connection, req: BookingRequest, plan: _Plan) -> Pending:
+    """The new booking, its message and outbox row, in one go; what the publish needs.
+
+    Stored with its conversation from the start; the appointment uid stays empty until the
+    clinic's confirmation assigns one. The outbox row is leased to this process.
+    """
+    env, clinic = plan.msg.envelope, plan.clinic
+    booking = _booking_values(req, clinic.her_id, plan.process, plan.now, env.msg_id)
+    function = plan.msg.request.code.value if plan.msg.request else None
     message = {
         "msg_id": env.msg_id,
         "direction": "out",
@@ -193,7 +230,7 @@ def _queue(
         "function": function,
         "sender_her_id": env.sender.her_id,
         "receiver_her_id": clinic.her_id,
-        "xml": xml,
+        "xml": plan.xml,
         "status": "queued",
         "created_at": utcnow(),
     }
@@ -204,22 +241,13 @@ def _queue(
         msg_type=env.process.value,
     )
     queue = async_queue(clinic.her_id)
-    outbox_id = insert_outgoing(s, message, queue, headers, now, booking=booking)
-    after_commit(
-        s,
-        partial(
-            announce_moves,
-            req.request_id,
-            clinic.her_id,
-            env.msg_id,
-            now,
-            [(None, State.REQUESTED.value)],
-        ),
+    outbox_id = insert_outgoing(
+        conn, message, queue, headers, plan.now, booking=booking, leased_until=lease_end(deps)
     )
     return Pending(
         outbox_id,
         queue,
-        xml,
+        plan.xml,
         headers,
         env.msg_id,
         env.process.value,
@@ -227,6 +255,7 @@ def _queue(
         clinic.her_id,
         function,
         None,
+        leased=True,
     )
 
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker import metrics
 from worker.adapters.epj import Envelope, transport_headers
-from worker.adapters.outbox import PUBLISHED_FROM, PUBLISHED_TO, claim
+from worker.adapters.outbox import PUBLISHED_FROM, PUBLISHED_TO, Claimed, claim
 from worker.adapters.store import announce_moves, utcnow
 from worker.adapters.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
@@ -36,6 +36,7 @@ class Pending:
     receiver_her_id: str | None
     function: str | None
     error_code: str | None
+    leased: bool = False  # written just now under a lease to this process (publish_fresh)
 
 
 def pending_row(row: OutboxRow, message: MessageRow) -> Pending:
@@ -77,21 +78,31 @@ def relay(deps: Deps, *, ids: list[int] | None = None, limit: int = 200) -> int:
 def publish(deps: Deps, items: Iterable[Pending]) -> int:
     """Publish each item unless another relay has it already; returns how many it published.
 
-    Each row is claimed (marked published, its booking SENT) under row locks, then
-    published, then committed: parallel relays never both publish a row, and a failed
-    publish rolls the claim back. A crash after publish and before commit republishes the
-    same bytes with the same MsgId, which receivers deduplicate.
+    A row this process holds the lease on is published, then marked published, each step
+    on its own: nobody else publishes it meanwhile, so no transaction stays open around the
+    publish. If the process dies in between, the row is republished (same bytes, same
+    MsgId) once the lease is over.
+
+    Any other row is claimed (marked published, its booking SENT) under row locks, then
+    published, then committed: parallel relays never both publish it, and a failed publish
+    rolls the claim back. A crash after publish and before commit republishes the same
+    bytes with the same MsgId, which receivers deduplicate.
     """
     published = 0
     for item in items:
         try:
-            if _publish_one(deps, item):
+            if (_publish_leased if item.leased else _publish_one)(deps, item):
                 published += 1
         except EpjUnavailable:
             if published == 0:
                 raise
             break  # the rest waits for the next relay pass
     return published
+
+
+def lease_end(deps: Deps) -> datetime:
+    """Until when a row written now is left to the process that wrote it."""
+    return utcnow() + timedelta(seconds=deps.settings.outbox_lease)
 
 
 def pending(deps: Deps, ids: list[int] | None = None, limit: int = 200) -> list[Pending]:
@@ -126,21 +137,44 @@ def _pending() -> Select[Any]:
         )
         .join(MessageRow, MessageRow.id == OutboxRow.message_id)
         .where(OutboxRow.published_at.is_(None))
+        .where(or_(OutboxRow.leased_until.is_(None), OutboxRow.leased_until < utcnow()))
     )
 
 
 def _publish_one(deps: Deps, item: Pending) -> bool:
     now = utcnow()
-    deadline = deps.clock() + timedelta(seconds=deps.settings.apprec_timeout)
     try:
         with deps.store.transaction() as s:
-            claimed = claim(s, item.outbox_id, now, deadline)
+            claimed = claim(s.connection(), item.outbox_id, now, _deadline(deps))
             if not claimed.row:
                 return False
             deps.epj.publish(Envelope(item.queue, item.body, dict(item.headers)))
     except EpjUnavailable as exc:
         _record_failure(deps, item, exc)
         raise
+    _published(item, claimed)
+    return True
+
+
+def _publish_leased(deps: Deps, item: Pending) -> bool:
+    try:
+        deps.epj.publish(Envelope(item.queue, item.body, dict(item.headers)))
+    except EpjUnavailable as exc:
+        _record_failure(deps, item, exc)
+        raise
+    with deps.store.statement() as conn:
+        claimed = claim(conn, item.outbox_id, utcnow(), _deadline(deps))
+    if not claimed.row:  # the lease ran out before the publish: another relay sent it too
+        log.warning("published twice (same MsgId)", extra={"msg_id": item.msg_id})
+    _published(item, claimed)
+    return True
+
+
+def _deadline(deps: Deps) -> datetime:
+    return deps.clock() + timedelta(seconds=deps.settings.apprec_timeout)
+
+
+def _published(item: Pending, claimed: Claimed) -> None:
     log.info(
         "message published",
         extra={
@@ -157,7 +191,6 @@ def _publish_one(deps: Deps, item: Pending) -> bool:
         announce_moves(
             claimed.booking_id, item.receiver_her_id, item.msg_id, claimed.created_at, moves
         )
-    return True
 
 
 def _record_failure(deps: Deps, item: Pending, exc: EpjUnavailable) -> None:
@@ -167,5 +200,9 @@ def _record_failure(deps: Deps, item: Pending, exc: EpjUnavailable) -> None:
         s.execute(
             update(OutboxRow)
             .where(OutboxRow.id == item.outbox_id, OutboxRow.published_at.is_(None))
-            .values(attempts=OutboxRow.attempts + 1, last_error=str(exc)[:500])
+            .values(
+                attempts=OutboxRow.attempts + 1,
+                last_error=str(exc)[:500],
+                leased_until=None,  # the next relay pass may take it at once
+            )
         )

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_xml_depth: int = Field(default=100, gt=0)
     visibility_timeout: int = Field(default=3600, gt=0)
     relay_interval: float = Field(default=2.0, gt=0)
+    outbox_lease: float = Field(
+        default=30.0, gt=0, description="seconds a new outbox row is left to its writer"
+    )
     timeout_check_interval: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")

@@ -61,7 +61,7 @@ def wait_state(stack: Stack, booking_id: str, state: str) -> None:
 
 
 def test_confirm_then_duplicate(stack: Stack) -> None:
-    req, doc = submitted(stack, patient_n=1)
+    req, doc = submitted(stack, patient_n=64)  # fnr(1) is every other module's default patient
     deliver(stack, apprec_for(doc, AppRecStatus.OK), "APPREC")
     wait_state(stack, req["request_id"], "DELIVERED")
     event = confirmed_event(doc)

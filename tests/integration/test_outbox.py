@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,17 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mappers import incoming
+from mappers.codes import AppRecStatus
+from mappers.model import DialogMessage
 from tests.chaos import clinic as epj
 from tests.chaos import harness as h
 from tests.conftest import PG_URL, ROOT, wait_for
-from tests.support import request
-from worker import dlq
-from worker.adapters.store import dead_letters, get_booking
+from tests.support import apprec_for, request
+from tests.support import headers as headers_for
+from worker import dlq, inbound
+from worker.adapters.epj import Envelope
+from worker.adapters.store import dead_letters, get_booking, history
 from worker.adapters.tables import MessageRow, OutboxRow
 from worker.app import create_app
 from worker.bootstrap import Deps, bootstrap
@@ -132,6 +138,9 @@ def stored(deps: Deps, booking_id: str) -> Stored:
         return Stored(row.state, messages, outbox)
 
 
+CRASH_LEASE = 1.0  # seconds the crashed writer's rows stay leased to it
+
+
 def crash_script(
     place: Place, payload: dict[str, Any], crash: str
 ) -> subprocess.CompletedProcess[str]:
@@ -161,7 +170,7 @@ def crash_script(
     )
     return subprocess.run(
         [sys.executable, "-c", code, json.dumps(payload)],
-        env=place.env(),
+        env=place.env(outbox_lease=CRASH_LEASE),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -214,6 +223,7 @@ def test_process_killed_right_after_commit_is_published_by_the_beat_relay(
     assert epj.depth(place.url, place.queue) == 0
     worker = h.worker(place.env(), place.tmp / "worker.log").start()
     try:
+        time.sleep(CRASH_LEASE)  # until then the row is left to the process that died
         create_app(place.settings()).send_task(RELAY_TASK)  # what beat sends every few seconds
         [got] = epj.take(place.url, place.queue, 1, timeout=30)
     finally:
@@ -231,13 +241,39 @@ def test_process_killed_between_publish_and_commit_republishes_identical_bytes(
     proc = crash_script(place, req, "publish")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     before = stored(deps, req["request_id"])
-    assert before.state == "REQUESTED"  # the publish happened, its commit never did
-    assert relay(deps) == 1
+    assert before.state == "REQUESTED"  # the publish happened, its marking never did
+    assert relay(deps) == 0  # leased to the writer, which died: nobody takes it yet
+    wait_for(lambda: relay(deps) == 1, 10, 0.1, "the lease to end")
     first, second = epj.take(place.url, place.queue, 2)
     [message] = before.messages
     assert first.body == second.body == message.xml
     assert first.msg_id == second.msg_id == message.msg_id
     assert stored(deps, req["request_id"]).state == "SENT"
+
+
+def test_a_receipt_that_overtakes_the_marking_moves_the_booking_once(
+    place: Place, deps: Deps
+) -> None:
+    """A fresh row is marked published after the publish: a fast clinic can answer first."""
+    req = place.request()
+    publish = deps.epj.publish
+
+    def publish_then_clinic_answers(item: Envelope) -> None:
+        publish(item)
+        doc = incoming.parse_any(item.body)
+        assert isinstance(doc, DialogMessage)
+        ack = apprec_for(doc, AppRecStatus.OK)
+        inbound.receive(deps, ack, headers_for(doc.envelope.msg_id, "APPREC", sender=place.clinic))
+
+    deps.epj.publish = publish_then_clinic_answers  # type: ignore[method-assign]
+    result = submit(deps, req)
+    assert result.state == "SENT"  # what the portal is told: the document left
+    after = stored(deps, req["request_id"])
+    assert after.state == "DELIVERED"
+    assert [r.published_at is not None for r in after.outbox] == [True]
+    with deps.store.transaction() as s:
+        moves = [(h.source, h.target) for h in history(s, req["request_id"])]
+    assert moves == [(None, "REQUESTED"), ("REQUESTED", "SENT"), ("SENT", "DELIVERED")]
 
 
 # -- the EPJ broker is unreachable -------------------------------------------------------------

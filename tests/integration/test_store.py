@@ -121,7 +121,9 @@ DEADLINE = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
 
 def test_a_booking_and_its_message_go_in_together(store: st.Store) -> None:
     with store.transaction() as s:
-        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {"msgId": "m1"}, NOW, _NEW_BOOKING)
+        oid = ob.insert_outgoing(
+            s.connection(), _outgoing("m1"), "q_async", {"msgId": "m1"}, NOW, _NEW_BOOKING
+        )
     with store.transaction() as s:
         row = st.get_booking(s, "b1")
         assert row is not None and row.state == "REQUESTED" and row.created_at == NOW
@@ -139,16 +141,16 @@ def test_a_booking_and_its_message_go_in_together(store: st.Store) -> None:
         )
         assert st.outbox_backlog(s) == 1
     with pytest.raises(IntegrityError), store.transaction() as s:
-        ob.insert_outgoing(s, _outgoing("m2"), "q_async", {}, NOW, _NEW_BOOKING)
+        ob.insert_outgoing(s.connection(), _outgoing("m2"), "q_async", {}, NOW, _NEW_BOOKING)
     with store.transaction() as s:  # the failed repeat left nothing behind
         assert [m.msg_id for m in st.messages_for(s, "b1")] == ["m1"]
 
 
 def test_claim_marks_the_row_the_message_and_the_booking_once(store: st.Store) -> None:
     with store.transaction() as s:
-        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+        oid = ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
     with store.transaction() as s:
-        claimed = ob.claim(s, oid, LATER, DEADLINE)
+        claimed = ob.claim(s.connection(), oid, LATER, DEADLINE)
     assert claimed == ob.Claimed(True, "b1", NOW)
     with store.transaction() as s:
         row = st.get_booking(s, "b1")
@@ -161,19 +163,23 @@ def test_claim_marks_the_row_the_message_and_the_booking_once(store: st.Store) -
         outbox = s.get(OutboxRow, oid)
         assert outbox is not None and (outbox.published_at, outbox.attempts) == (LATER, 1)
     with store.transaction() as s:
-        assert ob.claim(s, oid, LATER, DEADLINE) == ob.Claimed(False)
+        assert ob.claim(s.connection(), oid, LATER, DEADLINE) == ob.Claimed(False)
 
 
 def test_claim_of_a_receipt_or_a_resend_leaves_the_booking_alone(store: st.Store) -> None:
     with store.transaction() as s:
-        first = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+        first = ob.insert_outgoing(
+            s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING
+        )
     with store.transaction() as s:
-        ob.claim(s, first, LATER, DEADLINE)
-        receipt = ob.insert_outgoing(s, _outgoing("r1", msg_type="APPREC"), "q_async", {}, NOW)
+        ob.claim(s.connection(), first, LATER, DEADLINE)
+        receipt = ob.insert_outgoing(
+            s.connection(), _outgoing("r1", msg_type="APPREC"), "q_async", {}, NOW
+        )
         again = st.enqueue(s, st.messages_for(s, "b1")[0], "q_async", {}).id
     with store.transaction() as s:
-        assert ob.claim(s, receipt, LATER, DEADLINE) == ob.Claimed(True)
-        assert ob.claim(s, again, LATER, DEADLINE) == ob.Claimed(True)
+        assert ob.claim(s.connection(), receipt, LATER, DEADLINE) == ob.Claimed(True)
+        assert ob.claim(s.connection(), again, LATER, DEADLINE) == ob.Claimed(True)
     with store.transaction() as s:
         assert [h.target for h in st.history(s, "b1")] == ["REQUESTED", "SENT"]
         assert st.outbox_backlog(s) == 0
@@ -181,12 +187,12 @@ def test_claim_of_a_receipt_or_a_resend_leaves_the_booking_alone(store: st.Store
 
 def test_a_rolled_back_claim_leaves_the_row_pending(store: st.Store) -> None:
     with store.transaction() as s:
-        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+        oid = ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
     claimed: list[ob.Claimed] = []
 
     def claim_then_fail() -> None:
         with store.transaction() as s:
-            claimed.append(ob.claim(s, oid, LATER, DEADLINE))
+            claimed.append(ob.claim(s.connection(), oid, LATER, DEADLINE))
             raise RuntimeError("publish failed")
 
     with pytest.raises(RuntimeError):
@@ -202,15 +208,15 @@ def test_a_rolled_back_claim_leaves_the_row_pending(store: st.Store) -> None:
 @pytest.mark.parametrize("store", ["postgresql"], indirect=True)  # SQLite has no row locks
 def test_a_second_relay_waits_for_the_first_and_never_claims_twice(store: st.Store) -> None:
     with store.transaction() as s:
-        oid = ob.insert_outgoing(s, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+        oid = ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
     results: list[ob.Claimed] = []
 
     def second() -> None:
         with store.transaction() as s2:
-            results.append(ob.claim(s2, oid, LATER, DEADLINE))
+            results.append(ob.claim(s2.connection(), oid, LATER, DEADLINE))
 
     with store.transaction() as s:
-        assert ob.claim(s, oid, LATER, DEADLINE).row
+        assert ob.claim(s.connection(), oid, LATER, DEADLINE).row
         thread = threading.Thread(target=second)
         thread.start()
         thread.join(0.5)

@@ -1,18 +1,22 @@
 """The outbox on the hot path, in as few statements as the database allows.
 
-A message reaches its queue in two short transactions:
+`insert_outgoing` writes the booking (when new), its first history row, the message and its
+outbox row; on PostgreSQL as one statement (data-modifying CTEs), elsewhere as four.
+`claim` marks the row published, the message sent and the booking SENT (with its history
+row); on PostgreSQL one statement, elsewhere up to four. Two ways to use them (worker.relay):
 
-1. `insert_outgoing`: the booking (when new), its first history row, the message and its
-   outbox row. On PostgreSQL this is one statement (data-modifying CTEs), elsewhere four.
-2. `claim`: mark the outbox row published, the message sent and the booking SENT (with its
-   history row), then publish, then commit. On PostgreSQL the marking is one statement.
-   The UPDATE takes the row locks first, so a parallel relay skips or waits for this row
-   and a fast reply waits until SENT is committed; a failed publish rolls all of it back.
+- fresh rows (a booking or receipt just written): inserted with a lease, so other relays
+  leave them alone; the writer publishes, then claims. Each step is one statement of its
+  own, with no transaction held open around the publish. A crash between publish and
+  claim republishes the same bytes with the same MsgId once the lease is over; a reply
+  that overtakes the claim finds its booking REQUESTED and moves it on (worker.replies).
+- everything else (the beat relay, resends, replays): claim inside a transaction, publish,
+  commit. The UPDATE takes the row locks first, so parallel relays never both publish a
+  row, and a failed publish rolls the marks back.
 
-Both work inside the Session's transaction. On PostgreSQL the two statements go straight to
-the driver as plain SQL (psycopg prepares them after a few runs): building and compiling a
-Core statement per message cost more CPU than the database spends running it. SQLite runs
-the same steps as Core statements. The integration tests run both on both databases.
+On PostgreSQL the statements go straight to the driver as plain SQL (psycopg prepares them
+after a few runs): building and compiling a Core statement per message cost more CPU than
+the database spends running it. The integration tests run both paths on both databases.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, case, func, insert, update
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from worker.adapters.tables import BookingRow, HistoryRow, MessageRow, OutboxRow
 from worker.domain.booking import Action, Booking, State
@@ -75,8 +78,8 @@ WITH b AS (
         %(created_at)s
     FROM b RETURNING id
 )
-INSERT INTO outbox (message_id, queue, headers, created_at, attempts)
-SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0 FROM m RETURNING id
+INSERT INTO outbox (message_id, queue, headers, created_at, attempts, leased_until)
+SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0, %(leased_until)s FROM m RETURNING id
 """
 _INSERT_PG = """
 WITH m AS (
@@ -87,8 +90,8 @@ WITH m AS (
         %(error_code)s, %(created_at)s)
     RETURNING id
 )
-INSERT INTO outbox (message_id, queue, headers, created_at, attempts)
-SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0 FROM m RETURNING id
+INSERT INTO outbox (message_id, queue, headers, created_at, attempts, leased_until)
+SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0, %(leased_until)s FROM m RETURNING id
 """
 _MESSAGE_DEFAULTS = {
     "booking_id": None,
@@ -110,21 +113,23 @@ _BOOKING_DEFAULTS = {
 
 
 def insert_outgoing(
-    s: Session,
+    conn: Connection,
     message: dict[str, Any],
     queue: str,
     headers: dict[str, str],
     now: datetime,
     booking: dict[str, Any] | None = None,
+    leased_until: datetime | None = None,
 ) -> int:
     """Insert (booking, first history row,) message and outbox row; returns the outbox id.
 
-    A booking id already stored raises IntegrityError, as the ORM insert would.
+    `leased_until`: the writer publishes the row itself and other relays
+    leave it alone until then (worker.relay). A booking id already stored raises IntegrityError.
     """
-    conn = s.connection()
     if conn.dialect.name == "postgresql":
         params = {**_MESSAGE_DEFAULTS, **message, "queue": queue, "now": now}
         params["headers"] = json.dumps(headers)
+        params["leased_until"] = leased_until
         sql = _INSERT_PG
         if booking is not None:
             params.update(_BOOKING_DEFAULTS)
@@ -138,7 +143,11 @@ def insert_outgoing(
         conn.execute(insert(bookings).values(booking))
         conn.execute(insert(history).values(_first_move(booking["id"], now)))
     message_id = conn.execute(insert(messages).values(message).returning(messages.c.id))
-    row = {"message_id": message_id.scalar_one(), **_outbox_values(queue, headers, now)}
+    row = {
+        "message_id": message_id.scalar_one(),
+        **_outbox_values(queue, headers, now),
+        "leased_until": leased_until,
+    }
     return int(conn.execute(insert(outbox).values(row).returning(outbox.c.id)).scalar_one())
 
 
@@ -172,7 +181,8 @@ def _first_move(booking_id: str, now: datetime) -> dict[str, Any]:
 
 # PostgreSQL: the whole claim is one statement; it always returns one row.
 _CLAIM_PG = (
-    "WITH o AS (UPDATE outbox SET published_at = %(now)s, attempts = attempts + 1"
+    "WITH o AS (UPDATE outbox SET published_at = %(now)s, attempts = attempts + 1,"
+    " leased_until = NULL"
     " WHERE id = %(id)s AND published_at IS NULL RETURNING message_id),"
     " m AS (UPDATE messages SET sent_at = coalesce(sent_at, %(now)s),"
     " status = CASE WHEN status = %(queued)s THEN %(sent)s ELSE status END"
@@ -190,13 +200,15 @@ _CLAIM_PG = (
 _RECEIPT = "APPREC"  # Process.APPREC: a receipt never moves its booking
 
 
-def claim(s: Session, outbox_id: int, now: datetime, deadline: datetime) -> Claimed:
-    """Mark one outbox row published (and its booking SENT) before it is published.
+def claim(conn: Connection, outbox_id: int, now: datetime, deadline: datetime) -> Claimed:
+    """Mark one outbox row published, its message sent and its booking SENT.
 
-    Returns Claimed(row=False) when the row is published already or taken by another relay;
-    the caller then must not publish it.
+    Inside a transaction, before the publish: the row locks keep other relays off until
+    commit, and a failed publish rolls the marks back. After the publish (a leased row),
+    as one statement of its own. Returns Claimed(row=False) when the row was published
+    already (or, before a publish, is being published by another relay): then do not
+    publish it.
     """
-    conn = s.connection()
     if conn.dialect.name == "postgresql":
         params = {
             "id": outbox_id,
@@ -213,7 +225,7 @@ def claim(s: Session, outbox_id: int, now: datetime, deadline: datetime) -> Clai
     marked = conn.execute(
         update(outbox)
         .where(outbox.c.id == outbox_id, outbox.c.published_at.is_(None))
-        .values(published_at=now, attempts=outbox.c.attempts + 1)
+        .values(published_at=now, attempts=outbox.c.attempts + 1, leased_until=None)
         .returning(outbox.c.message_id)
     ).first()
     if marked is None:

@@ -11,7 +11,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, LargeBinary, bindparam, create_engine, event, func, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -138,6 +148,23 @@ class Store:
         finally:
             session.close()
         _run_hooks(hooks)
+
+    @contextmanager
+    def statement(self) -> Iterator[Connection]:
+        """A connection for statements that each commit on their own.
+
+        PostgreSQL: autocommit, so one statement costs one round trip and no BEGIN/COMMIT.
+        SQLite (in-process, where a transaction costs nothing): one short transaction.
+        """
+        try:
+            if self.is_postgres:
+                with self.engine.connect() as conn:
+                    yield conn.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                with self.engine.begin() as conn:
+                    yield conn
+        except OperationalError as exc:
+            raise StoreUnavailable(f"database error: {exc.orig!s}"[:300]) from exc
 
     @property
     def is_postgres(self) -> bool:

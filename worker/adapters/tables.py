@@ -129,6 +129,8 @@ class OutboxRow(Base):
     published_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Until then the process that wrote the row publishes it; other relays leave it alone.
+    leased_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class DeadLetterRow(Base):
