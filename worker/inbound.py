@@ -25,6 +25,7 @@ from worker.adapters.store import (
     after_commit,
     enqueue,
     get_message,
+    sent_info,
     utcnow,
 )
 from worker.adapters.tables import MessageRow
@@ -146,7 +147,7 @@ def _dialog(
         if check_first and get_message(s, env.msg_id) is not None:
             return Received(env.msg_id, "duplicate"), _resend_receipt(s, env.msg_id)
         outcome = _outcome(deps, s, doc)
-        _count_dialog(s, doc)  # after _outcome: the message it answers is cached by then
+        _count_dialog(s, doc)  # after _outcome: what the message answers is known by then
         # Stored last, complete, in the same transaction: a copy committed meanwhile makes
         # this insert fail on the unique MsgId, and everything above rolls back with it.
         conv = env.conversation
@@ -194,8 +195,8 @@ def _count_dialog(s: Session, doc: DialogMessage) -> None:
     after_commit(s, partial(metrics.message_in, env.process.value, env.sender.her_id))
     if doc.reply is None or env.conversation is None:
         return
-    parent = get_message(s, env.conversation.ref_to_parent)
-    waited = metrics.since(parent.sent_at) if parent and parent.direction == "out" else None
+    parent = sent_info(s, env.conversation.ref_to_parent)
+    waited = metrics.since(parent[1]) if parent and parent[0] == "out" else None
     if waited is not None:
         after_commit(s, partial(metrics.reply_latency, env.sender.her_id, "reply", waited))
 

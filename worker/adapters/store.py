@@ -322,14 +322,18 @@ def add_message(s: Session, values: dict[str, Any]) -> None:
     s.connection().execute(_INSERT_MESSAGE, values)
 
 
+_SENT = "timebok.sent"  # session cache: msg_id -> (direction, sent_at)
+
+
 def booking_by_message(s: Session, msg_id: str) -> BookingRow | None:
     """The booking a stored message belongs to, locked FOR UPDATE, in one query.
 
-    The message is remembered for the session, as `get_message` would.
+    The message's direction and send time are remembered for the session (`sent_info`);
+    the message itself (with its document) is not loaded.
     """
     stmt = (
-        select(MessageRow, BookingRow)
-        .join(BookingRow, BookingRow.id == MessageRow.booking_id)
+        select(BookingRow, MessageRow.direction, MessageRow.sent_at)
+        .join(MessageRow, MessageRow.booking_id == BookingRow.id)
         .where(MessageRow.msg_id == msg_id)
         .with_for_update(of=BookingRow)
         .execution_options(populate_existing=True)
@@ -337,9 +341,18 @@ def booking_by_message(s: Session, msg_id: str) -> BookingRow | None:
     found = s.execute(stmt).first()
     if found is None:
         return None
-    message, booking = found
-    s.info.setdefault("timebok.messages", {})[msg_id] = message
+    booking, direction, sent_at = found
+    s.info.setdefault(_SENT, {})[msg_id] = (direction, sent_at)
     return booking
+
+
+def sent_info(s: Session, msg_id: str) -> tuple[str, datetime | None] | None:
+    """(direction, sent_at) of a stored message, or None when there is no such message."""
+    known = s.info.get(_SENT, {}).get(msg_id)
+    if known is not None:
+        return known  # type: ignore[no-any-return]
+    row = get_message(s, msg_id)
+    return None if row is None else (row.direction, row.sent_at)
 
 
 def messages_for(s: Session, booking_id: str) -> list[MessageRow]:
