@@ -287,3 +287,42 @@ def test_appointment_upsert_updates_and_keeps_its_booking(store: st.Store) -> No
         assert (row.start, row.end, row.practitioner) == (LATER, DEADLINE, None)
         assert row.booking_id == "b1" and row.start.tzinfo is not None
         assert row.clinic_name == "Testlegekontoret" and row.status == "Tildelt"
+
+
+def test_booking_by_message_is_a_loaded_locked_row(store: st.Store) -> None:
+    with store.transaction() as s:
+        ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    with store.transaction() as s:
+        row = st.booking_by_message(s, "m1")
+        assert row is not None and (row.id, row.state, row.created_at) == ("b1", "REQUESTED", NOW)
+        assert row.created_at.tzinfo is not None
+        assert st.sent_info(s, "m1") == ("out", None)
+        assert st.booking_by_message(s, "no-such-message") is None
+        row.state = "SENT"  # tracked like any loaded row: flushed at commit
+    with store.transaction() as s:
+        loaded = st.get_booking(s, "b1")
+        assert loaded is not None and loaded.state == "SENT"
+        assert st.booking_by_message(s, "m1") is loaded  # one object per row in a session
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)  # SQLite has no row locks
+def test_booking_by_message_holds_the_row_lock(store: st.Store) -> None:
+    with store.transaction() as s:
+        ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    seen: list[str] = []
+
+    def second() -> None:
+        with store.transaction() as s2:
+            row = st.booking_by_message(s2, "m1")
+            seen.append(row.state if row else "-")
+
+    with store.transaction() as s:
+        row = st.booking_by_message(s, "m1")
+        assert row is not None
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive(), "the second reader must wait for the row lock"
+        row.state = "SENT"
+    thread.join(10)
+    assert seen == ["SENT"]  # it read the row as the first transaction left it

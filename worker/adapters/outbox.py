@@ -27,8 +27,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, case, func, insert, update
-from sqlalchemy.exc import DBAPIError
 
+from worker.adapters.store import fetch_pg
 from worker.adapters.tables import BookingRow, HistoryRow, MessageRow, OutboxRow
 from worker.domain.booking import Action, Booking, State
 
@@ -138,7 +138,7 @@ def insert_outgoing(
             params["b_request"] = None if request is None else json.dumps(request)
             params["first_state"] = State.REQUESTED.value
             sql = _INSERT_WITH_BOOKING_PG
-        return int(_fetch_pg(conn, sql, params)[0])
+        return int(fetch_pg(conn, sql, params)[0])
     if booking is not None:
         conn.execute(insert(bookings).values(booking))
         conn.execute(insert(history).values(_first_move(booking["id"], now)))
@@ -149,26 +149,6 @@ def insert_outgoing(
         "leased_until": leased_until,
     }
     return int(conn.execute(insert(outbox).values(row).returning(outbox.c.id)).scalar_one())
-
-
-def _fetch_pg(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
-    """One hot statement straight on the driver (psycopg prepares it after a few runs).
-
-    Errors come out as SQLAlchemy's (IntegrityError, OperationalError), like any other.
-    """
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchone()
-    except conn.dialect.loaded_dbapi.Error as exc:
-        gone = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
-        if gone:
-            conn.invalidate(exc)  # never back into the pool
-        raise DBAPIError.instance(
-            sql, params, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=gone
-        ) from exc
-    finally:
-        cursor.close()
 
 
 def _outbox_values(queue: str, headers: dict[str, str], now: datetime) -> dict[str, Any]:
@@ -220,7 +200,7 @@ def claim(conn: Connection, outbox_id: int, now: datetime, deadline: datetime) -
             "sent": "sent",
             "receipt": _RECEIPT,
         }
-        claimed, booking_id, created_at = _fetch_pg(conn, _CLAIM_PG, params)
+        claimed, booking_id, created_at = fetch_pg(conn, _CLAIM_PG, params)
         return Claimed(bool(claimed), booking_id, created_at)
     marked = conn.execute(
         update(outbox)
