@@ -56,21 +56,24 @@ def private_stack(settings: Settings, n: int) -> Iterator[Rig]:
 class Completions:
     """Worker timestamps of Celery task-succeeded events, read off raw pub/sub.
 
-    Celery sends task events in batches (`task.multi`); decoding just those batches costs
-    the CPU the worker shares far less than a full Celery event receiver would. It listens
-    only inside `listening()`: the drains measured otherwise get the CPU it would take.
+    While a drain runs, the listener only keeps the raw event messages (Celery sends them
+    in batches, `task.multi`); they are decoded once the queue is empty, so the rig takes as
+    little CPU as possible from the worker it measures. It listens only inside
+    `listening()`.
     """
 
     def __init__(self, broker_url: str) -> None:
-        self.stamps: list[float] = []
+        self._raw: list[bytes] = []
+        self._decoded = 0
+        self._stamps: list[float] = []
         self._client: redis.Redis[bytes] = redis.Redis.from_url(broker_url)
         db = self._client.connection_pool.connection_kwargs.get("db", 0)
         self._pattern = f"/{db}.celeryev/task.*"
 
     @contextmanager
     def listening(self) -> Iterator[None]:
-        """Collect stamps (from none) until the block ends."""
-        self.stamps = []
+        """Collect events (from none) until the block ends."""
+        self._raw, self._decoded, self._stamps = [], 0, []
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         pubsub.psubscribe(self._pattern)
         stop = threading.Event()
@@ -79,7 +82,7 @@ class Completions:
             while not stop.is_set():
                 message = pubsub.get_message(timeout=0.2)
                 if message is not None:
-                    self.stamps.extend(succeeded_at(message["data"]))
+                    self._raw.append(message["data"])
 
         thread = threading.Thread(target=listen, daemon=True)
         thread.start()
@@ -89,6 +92,14 @@ class Completions:
             stop.set()
             thread.join(2)
             pubsub.close()
+
+    def stamps(self) -> list[float]:
+        """The task-succeeded timestamps so far (decodes what arrived since the last call)."""
+        arrived = len(self._raw)
+        for raw in self._raw[self._decoded : arrived]:
+            self._stamps.extend(succeeded_at(raw))
+        self._decoded = arrived
+        return self._stamps
 
     def close(self) -> None:
         """Release the connection."""
@@ -141,7 +152,7 @@ class Rig:
         with self.completions.listening():
             self._send_noops(WARMUP)
             self._send_requests(payloads)
-            self._wait(lambda: len(self.completions.stamps) >= 2 * WARMUP, "warm-up tasks", 90)
+            self._wait(lambda: len(self.completions.stamps()) >= 2 * WARMUP, "warm-up tasks", 90)
         docs = self._take_docs(WARMUP)
         self._published([str(p["request_id"]) for p in payloads])
         now = datetime.now(UTC)
@@ -157,8 +168,9 @@ class Rig:
         self._send_noops(n)
         with self.completions.listening():
             self.worker.thaw()
-            self._wait(lambda: len(self.completions.stamps) >= n, f"{n} no-op tasks")
-            stamps = sorted(self.completions.stamps)[:n]
+            self._wait(self._requests_done, f"{n} no-op tasks")
+            self._wait(lambda: len(self.completions.stamps()) >= n, f"events of {n} no-op tasks")
+            stamps = sorted(self.completions.stamps())[:n]
         rate = per_second(stamps)
         say(f"noop: {n} tasks, {rate:.0f}/s")
         return rate
@@ -246,6 +258,13 @@ class Rig:
             if time.monotonic() > deadline:
                 raise BenchError(f"timed out waiting for {what}; see {self.worker.log}")
             time.sleep(POLL)
+
+    def _requests_done(self) -> bool:
+        """Nothing waits on the request queue and nothing is unacked (late ack: all ran)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(REQUESTS_QUEUE).hlen("unacked")
+        waiting, unacked = pipe.execute()
+        return int(waiting) == 0 and int(unacked) == 0
 
     def _wait_depth(self, n: int, what: str) -> None:
         """Until n messages wait on the clinic queue (a cheap stand-in for 'all done')."""
