@@ -163,7 +163,7 @@ def _publish_leased(deps: Deps, item: Pending) -> bool:
         _record_failure(deps, item, exc)
         raise
     with deps.store.statement() as conn:
-        claimed = claim(conn, item.outbox_id, utcnow(), _deadline(deps))
+        claimed = claim(conn, item.outbox_id, utcnow(), _deadline(deps), wait_for_disk=False)
     if not claimed.row:  # the lease ran out before the publish: another relay sent it too
         log.warning("published twice (same MsgId)", extra={"msg_id": item.msg_id})
     _published(item, claimed)

@@ -326,3 +326,14 @@ def test_booking_by_message_holds_the_row_lock(store: st.Store) -> None:
         row.state = "SENT"
     thread.join(10)
     assert seen == ["SENT"]  # it read the row as the first transaction left it
+
+
+@pytest.mark.parametrize("store", ["postgresql"], indirect=True)
+def test_a_mark_after_publish_does_not_wait_for_the_disk(store: st.Store) -> None:
+    with store.transaction() as s:
+        oid = ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    with store.transaction() as s:
+        assert ob.claim(s.connection(), oid, LATER, DEADLINE, wait_for_disk=False).row
+        assert s.execute(text("SHOW synchronous_commit")).scalar() == "off"
+    with store.transaction() as s:  # for that one transaction only
+        assert s.execute(text("SHOW synchronous_commit")).scalar() == "on"

@@ -161,7 +161,9 @@ def _first_move(booking_id: str, now: datetime) -> dict[str, Any]:
 
 # PostgreSQL: the whole claim is one statement; it always returns one row.
 _CLAIM_PG = (
-    "WITH o AS (UPDATE outbox SET published_at = %(now)s, attempts = attempts + 1,"
+    "WITH cfg AS MATERIALIZED"
+    " (SELECT set_config('synchronous_commit', %(synchronous_commit)s, true)),"
+    " o AS (UPDATE outbox SET published_at = %(now)s, attempts = attempts + 1,"
     " leased_until = NULL"
     " WHERE id = %(id)s AND published_at IS NULL RETURNING message_id),"
     " m AS (UPDATE messages SET sent_at = coalesce(sent_at, %(now)s),"
@@ -174,13 +176,19 @@ _CLAIM_PG = (
     " RETURNING bookings.id, bookings.created_at),"
     " h AS (INSERT INTO booking_history (booking_id, source, target, at)"
     " SELECT id, %(src)s, %(dst)s, %(now)s FROM b)"
-    " SELECT (SELECT count(*) FROM o), b.id, b.created_at FROM (SELECT 1) AS one"
-    " LEFT JOIN b ON true"
+    " SELECT (SELECT count(*) FROM o), b.id, b.created_at FROM cfg LEFT JOIN b ON true"
 )
 _RECEIPT = "APPREC"  # Process.APPREC: a receipt never moves its booking
 
 
-def claim(conn: Connection, outbox_id: int, now: datetime, deadline: datetime) -> Claimed:
+def claim(
+    conn: Connection,
+    outbox_id: int,
+    now: datetime,
+    deadline: datetime,
+    *,
+    wait_for_disk: bool = True,
+) -> Claimed:
     """Mark one outbox row published, its message sent and its booking SENT.
 
     Inside a transaction, before the publish: the row locks keep other relays off until
@@ -188,6 +196,11 @@ def claim(conn: Connection, outbox_id: int, now: datetime, deadline: datetime) -
     as one statement of its own. Returns Claimed(row=False) when the row was published
     already (or, before a publish, is being published by another relay): then do not
     publish it.
+
+    `wait_for_disk=False` (PostgreSQL: synchronous_commit off for this one transaction)
+    is for marks made after the publish: a mark lost in a database crash only means the
+    row is published once more, same bytes and MsgId, when its lease ends; nothing else
+    depends on it, so it need not wait for the WAL flush.
     """
     if conn.dialect.name == "postgresql":
         params = {
@@ -199,6 +212,7 @@ def claim(conn: Connection, outbox_id: int, now: datetime, deadline: datetime) -
             "queued": "queued",
             "sent": "sent",
             "receipt": _RECEIPT,
+            "synchronous_commit": "on" if wait_for_disk else "off",
         }
         claimed, booking_id, created_at = fetch_pg(conn, _CLAIM_PG, params)
         return Claimed(bool(claimed), booking_id, created_at)
