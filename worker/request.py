@@ -30,6 +30,7 @@ from mappers.codes import AppointmentType, Process, RelationCode
 from worker import fnr as fnrs
 from worker.domain.booking import Action
 from worker.errors import RejectedRequest
+from worker.logs import scrub
 
 SCHEMA_ID: Final = "urn:timebok:schema:booking-request:v1"
 SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
@@ -437,7 +438,7 @@ def _path(err: ErrorDetails) -> str:
         if isinstance(part, int):
             path += f"[{part}]"
         elif "[" not in part:  # pydantic adds validator labels like "function-after[...]"
-            part = part[:40]  # an unknown key is input: keep it short
+            part = scrub(part[:40])  # an unknown key is input: short, and never an FNR
             path += f".{part}" if path else part
     return path or "$"
 
