@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from worker import metrics, texts
-from worker.adapters.store import after_commit, utcnow
+from worker.adapters.store import after_commit, run, utcnow
 from worker.adapters.tables import AppointmentRow, BookingRow, NotificationRow, UtcDateTime
 
 
@@ -64,7 +64,7 @@ def notify(s: Session, notice: Notice) -> bool:
     }
     # On the session's connection: no autoflush of pending ORM changes, which nothing here
     # needs; they are flushed once, at commit.
-    written = s.connection().execute(_NOTIFY, values).first() is not None
+    written = run(s, _NOTIFY, values) is not None
     if written:
         _time_it(s, notice)
     return written
@@ -121,7 +121,7 @@ def upsert_appointment(s: Session, view: AppointmentView) -> None:
 
     A clinic update carries no booking id: the stored one is kept, never forgotten.
     """
-    s.connection().execute(_UPSERT_APPOINTMENT, {**vars(view), "updated_at": utcnow()})
+    run(s, _UPSERT_APPOINTMENT, {**vars(view), "updated_at": utcnow()})
 
 
 def set_appointment_status(s: Session, uid: str, status: str) -> AppointmentRow | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.util import identity_key
+from sqlalchemy.sql.elements import TextClause
 
 from worker import metrics
 from worker.adapters.tables import (
@@ -225,7 +227,10 @@ def add_history(s: Session, booking_id: str, moves: Sequence[Move]) -> None:
     ]
     if rows:
         # One row (the usual case) as a plain execute: executemany costs more for one.
-        s.connection().execute(_INSERT_HISTORY, rows[0] if len(rows) == 1 else rows)
+        if len(rows) == 1:
+            run(s, _INSERT_HISTORY, rows[0])
+        else:
+            s.connection().execute(_INSERT_HISTORY, rows)
 
 
 def save_moves(s: Session, row: BookingRow, booking: Booking) -> None:
@@ -320,18 +325,19 @@ _INSERT_MESSAGE = text(
 
 def add_message(s: Session, values: dict[str, Any]) -> None:
     """Insert one message row now (plain SQL); a MsgId stored already raises IntegrityError."""
-    s.connection().execute(_INSERT_MESSAGE, values)
+    run(s, _INSERT_MESSAGE, values)
 
 
 def fetch_pg(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
     """One hot statement straight on the driver (psycopg prepares it after a few runs).
 
-    Errors come out as SQLAlchemy's (IntegrityError, OperationalError), like any other.
+    Returns its first row (None without one). Errors come out as SQLAlchemy's
+    (IntegrityError, OperationalError), like any other.
     """
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, params)
-        return cursor.fetchone()
+        return cursor.fetchone() if cursor.description is not None else None
     except conn.dialect.loaded_dbapi.Error as exc:
         gone = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
         if gone:
@@ -341,6 +347,30 @@ def fetch_pg(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
         ) from exc
     finally:
         cursor.close()
+
+
+def run(s: Session, statement: TextClause, params: dict[str, Any]) -> Any:
+    """Run one plain-SQL statement in the session's transaction; its first row, or None.
+
+    On PostgreSQL straight on the driver (`fetch_pg`), skipping SQLAlchemy's execution
+    machinery, which on the hot paths cost more CPU than the statement; the values must
+    then be what psycopg takes as they are (str, int, bool, bytes, aware datetimes).
+    Elsewhere through SQLAlchemy, with the statement's bind types.
+    """
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        return fetch_pg(conn, _pyformat(statement), params)
+    result = conn.execute(statement, params)
+    return result.first() if result.returns_rows else None
+
+
+@cache
+def _pyformat(statement: TextClause) -> str:
+    """The statement with psycopg's placeholders: `:name` -> `%(name)s`."""
+    return _NAMED.sub(r"%(\1)s", statement.text)
+
+
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
 
 
 _SENT = "timebok.sent"  # session cache: msg_id -> (direction, sent_at)
