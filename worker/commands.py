@@ -362,7 +362,13 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="measure throughput against Celery's own ceiling")
-    p.add_argument("--n", type=int, default=1000, help="messages per scenario")
+    p.add_argument("--n", type=int, default=1000, help="messages per drain (1000)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="noop, outbound and inbound drains, each this many times; the best of each counts (2)",
+    )
     p.set_defaults(handler=run_bench)
 
 
@@ -370,4 +376,4 @@ def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run the benchmark."""
     from worker.bench import run
 
-    return run(settings, args.n)
+    return run(settings, args.n, args.rounds)

@@ -10,10 +10,12 @@ import pytest
 
 from worker.bench import (
     REQUIRED,
+    Drained,
     format_lines,
     latency_ms,
     per_second,
     percentile,
+    scenarios,
     write_json,
 )
 from worker.benchdata import booking_request, patient_fnr, reservation
@@ -111,3 +113,48 @@ def test_bench_data_is_valid_for_the_worker() -> None:
     req = parse_request(booking_request(7), now=datetime.now(UTC))
     assert req.patient.fnr == patient_fnr(7) != patient_fnr(8)
     assert dialog_message.build(reservation(7)).startswith(b"<?xml")
+
+
+class _ScriptedRig:
+    """Drains that report rates from a script, for the selection logic of `scenarios`."""
+
+    def __init__(self, noops: list[float], outs: list[float], ins: list[float]) -> None:
+        self.noops, self.outs, self.ins = noops, outs, ins
+        self.worker = self
+        self.paced: list[float] = []
+
+    def noop(self, n: int) -> float:
+        return self.noops.pop(0)
+
+    def outbound(self, n: int) -> Drained:
+        rate = self.outs.pop(0)
+        return Drained(rate, [rate], [])
+
+    def inbound(self, docs: list[object]) -> Drained:
+        rate = self.ins.pop(0)
+        return Drained(rate, [rate], [])
+
+    def frozen(self, fn: object) -> float:
+        return 12_000.0
+
+    def paced_outbound(self, rate: float, seconds: float) -> Drained:
+        self.paced.append(rate)
+        return Drained(rate, [1.0], [])
+
+    def paced_inbound(self, docs: list[object], rate: float) -> Drained:
+        self.paced.append(rate)
+        return Drained(rate, [2.0], [])
+
+    def peak_rss_mb(self) -> list[float]:
+        return [100.0, 90.0]
+
+
+def test_each_drain_counts_its_best_round() -> None:
+    rig = _ScriptedRig(noops=[800.0, 1000.0], outs=[500.0, 400.0], ins=[300.0, 450.0])
+    got = scenarios(rig, 1000, rounds=2)  # type: ignore[arg-type]
+    assert (got["noop_per_s"], got["outbound_per_s"], got["inbound_per_s"]) == (1000, 500, 450)
+    assert got["outbound_ratio"] == 0.5 and got["inbound_ratio"] == 0.45
+    assert got["outbound_p99_ms"] == 500.0 and got["inbound_p99_ms"] == 450.0  # best run's
+    assert rig.paced == [250.0, 225.0]  # half of the best rates
+    assert rig.noops == rig.outs == rig.ins == []  # every round ran
+    assert got["rounds"] == 2 and got["worker_rss_mb"] == 100.0
