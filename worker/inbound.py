@@ -7,6 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -21,7 +22,6 @@ from worker.adapters.epj import transport_headers
 from worker.adapters.outbox import insert_outgoing
 from worker.adapters.store import (
     add_dead_letter,
-    add_message,
     after_commit,
     enqueue,
     get_message,
@@ -148,33 +148,31 @@ def _dialog(
             return Received(env.msg_id, "duplicate"), _resend_receipt(s, env.msg_id)
         outcome = _outcome(deps, s, doc)
         _count_dialog(s, doc)  # after _outcome: what the message answers is known by then
-        # Stored last, complete, in the same transaction: a copy committed meanwhile makes
-        # this insert fail on the unique MsgId, and everything above rolls back with it.
-        conv = env.conversation
-        add_message(
-            s,
-            {
-                "msg_id": env.msg_id,
-                "direction": "in",
-                "booking_id": outcome.booking_id,
-                "msg_type": env.process.value[:64],
-                "function": (doc.reply.code.value if doc.reply else None)
-                or (doc.request.code.value if doc.request else None),
-                "sender_her_id": env.sender.her_id,
-                "receiver_her_id": None,
-                "ref_to_parent": conv.ref_to_parent if conv else None,
-                "ref_to_conversation": conv.ref_to_conversation if conv else None,
-                "xml": body,
-                "status": "processed" if outcome.error is None else "rejected",
-                "error_code": outcome.error.value if outcome.error else None,
-                "error_text": outcome.detail if outcome.error else None,
-                "created_at": utcnow(),
-                "sent_at": None,
-            },
-        )
         if outcome.error is not None:
             _dead_letter(deps, s, body, headers, outcome, env.msg_id)
-        receipt = _send_receipt(deps, s, doc, headers, outcome)
+        # Stored last, complete, with its receipt, in the same transaction: a copy
+        # committed meanwhile makes this insert fail on the unique MsgId, and everything
+        # above rolls back with it.
+        conv = env.conversation
+        stored: dict[str, Any] = {
+            "msg_id": env.msg_id,
+            "direction": "in",
+            "booking_id": outcome.booking_id,
+            "msg_type": env.process.value[:64],
+            "function": (doc.reply.code.value if doc.reply else None)
+            or (doc.request.code.value if doc.request else None),
+            "sender_her_id": env.sender.her_id,
+            "receiver_her_id": None,
+            "ref_to_parent": conv.ref_to_parent if conv else None,
+            "ref_to_conversation": conv.ref_to_conversation if conv else None,
+            "xml": body,
+            "status": "processed" if outcome.error is None else "rejected",
+            "error_code": outcome.error.value if outcome.error else None,
+            "error_text": outcome.detail if outcome.error else None,
+            "created_at": utcnow(),
+            "sent_at": None,
+        }
+        receipt = _send_receipt(deps, s, doc, headers, outcome, stored)
     log.info(
         "business message received",
         extra={
@@ -215,7 +213,9 @@ def _send_receipt(
     doc: DialogMessage,
     headers: dict[str, object],
     outcome: Outcome,
+    answered: dict[str, Any],
 ) -> Pending:
+    """Our AppRec for a business message, queued with the message's own row (`answered`)."""
     env = doc.envelope
     errors: tuple[ReceiptError, ...] = ()
     status = AppRecStatus.OK
@@ -225,7 +225,7 @@ def _send_receipt(
     to = _sender_her_id(headers) or env.sender.her_id
     original = OriginalMsgRef(env.process.value, env.gen_date, env.msg_id)
     receipt = _apprec(deps, Party(to, env.sender.name), status, original, errors)
-    return _queue_receipt(deps, s, receipt, to, outcome.booking_id, env.msg_id)
+    return _queue_receipt(deps, s, receipt, to, outcome.booking_id, env.msg_id, answered)
 
 
 def _apprec(
@@ -247,7 +247,13 @@ def _apprec(
 
 
 def _queue_receipt(
-    deps: Deps, s: Session, receipt: AppRec, to: str, booking_id: str | None, answers: str
+    deps: Deps,
+    s: Session,
+    receipt: AppRec,
+    to: str,
+    booking_id: str | None,
+    answers: str,
+    answered: dict[str, Any] | None = None,
 ) -> Pending:
     xml = apprec_mapper.build(receipt)
     error_code = receipt.errors[0].code if receipt.errors else None
@@ -274,7 +280,13 @@ def _queue_receipt(
     )
     queue = async_queue(to)
     outbox_id = insert_outgoing(
-        s.connection(), message, queue, headers, utcnow(), leased_until=lease_end(deps)
+        s.connection(),
+        message,
+        queue,
+        headers,
+        utcnow(),
+        leased_until=lease_end(deps),
+        answered=answered,
     )
     return Pending(
         outbox_id,

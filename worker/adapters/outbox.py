@@ -93,6 +93,27 @@ WITH m AS (
 INSERT INTO outbox (message_id, queue, headers, created_at, attempts, leased_until)
 SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0, %(leased_until)s FROM m RETURNING id
 """
+# PostgreSQL: the message being answered (an inbound one) goes in with the answer's insert.
+_INSERT_WITH_ANSWERED_PG = """
+WITH a AS (
+    INSERT INTO messages (msg_id, direction, booking_id, msg_type, function, sender_her_id,
+        receiver_her_id, ref_to_parent, ref_to_conversation, xml, status, error_code,
+        error_text, created_at, sent_at)
+    VALUES (%(a_msg_id)s, %(a_direction)s, %(a_booking_id)s, %(a_msg_type)s, %(a_function)s,
+        %(a_sender_her_id)s, %(a_receiver_her_id)s, %(a_ref_to_parent)s,
+        %(a_ref_to_conversation)s, %(a_xml)s, %(a_status)s, %(a_error_code)s,
+        %(a_error_text)s, %(a_created_at)s, %(a_sent_at)s)
+), m AS (
+    INSERT INTO messages (msg_id, direction, booking_id, msg_type, function, sender_her_id,
+        receiver_her_id, ref_to_parent, xml, status, error_code, created_at)
+    VALUES (%(msg_id)s, %(direction)s, %(booking_id)s, %(msg_type)s, %(function)s,
+        %(sender_her_id)s, %(receiver_her_id)s, %(ref_to_parent)s, %(xml)s, %(status)s,
+        %(error_code)s, %(created_at)s)
+    RETURNING id
+)
+INSERT INTO outbox (message_id, queue, headers, created_at, attempts, leased_until)
+SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0, %(leased_until)s FROM m RETURNING id
+"""
 _MESSAGE_DEFAULTS = {
     "booking_id": None,
     "function": None,
@@ -120,10 +141,13 @@ def insert_outgoing(
     now: datetime,
     booking: dict[str, Any] | None = None,
     leased_until: datetime | None = None,
+    answered: dict[str, Any] | None = None,
 ) -> int:
     """Insert (booking, first history row,) message and outbox row; returns the outbox id.
 
-    `leased_until`: the writer publishes the row itself and other relays
+    `answered`: a message row (all columns) to insert too, the inbound message an AppRec
+    answers; its MsgId already stored raises IntegrityError. `leased_until`: the writer
+    publishes the row itself and other relays
     leave it alone until then (worker.relay). A booking id already stored raises IntegrityError.
     """
     if conn.dialect.name == "postgresql":
@@ -131,6 +155,9 @@ def insert_outgoing(
         params["headers"] = json.dumps(headers)
         params["leased_until"] = leased_until
         sql = _INSERT_PG
+        if answered is not None:
+            params.update({f"a_{k}": v for k, v in answered.items()})
+            sql = _INSERT_WITH_ANSWERED_PG
         if booking is not None:
             params.update(_BOOKING_DEFAULTS)
             params.update({f"b_{k}": v for k, v in booking.items()})
@@ -139,6 +166,8 @@ def insert_outgoing(
             params["first_state"] = State.REQUESTED.value
             sql = _INSERT_WITH_BOOKING_PG
         return int(fetch_pg(conn, sql, params)[0])
+    if answered is not None:
+        conn.execute(insert(messages).values(answered))
     if booking is not None:
         conn.execute(insert(bookings).values(booking))
         conn.execute(insert(history).values(_first_move(booking["id"], now)))

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    LargeBinary,
     bindparam,
     create_engine,
     event,
@@ -308,24 +307,6 @@ def get_message(s: Session, msg_id: str) -> MessageRow | None:
         if row is not None:
             found[msg_id] = row
     return row
-
-
-_INSERT_MESSAGE = text(
-    "INSERT INTO messages (msg_id, direction, booking_id, msg_type, function, sender_her_id,"
-    " receiver_her_id, ref_to_parent, ref_to_conversation, xml, status, error_code,"
-    " error_text, created_at, sent_at) VALUES (:msg_id, :direction, :booking_id, :msg_type,"
-    " :function, :sender_her_id, :receiver_her_id, :ref_to_parent, :ref_to_conversation,"
-    " :xml, :status, :error_code, :error_text, :created_at, :sent_at)"
-).bindparams(
-    bindparam("xml", type_=LargeBinary()),
-    bindparam("created_at", type_=UtcDateTime()),
-    bindparam("sent_at", type_=UtcDateTime()),
-)
-
-
-def add_message(s: Session, values: dict[str, Any]) -> None:
-    """Insert one message row now (plain SQL); a MsgId stored already raises IntegrityError."""
-    run(s, _INSERT_MESSAGE, values)
 
 
 def fetch_pg(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
