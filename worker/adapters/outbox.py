@@ -81,8 +81,9 @@ WITH b AS (
 INSERT INTO outbox (message_id, queue, headers, created_at, attempts, leased_until)
 SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0, %(leased_until)s FROM m RETURNING id
 """
-_INSERT_PG = """
-WITH m AS (
+# A message (not a new booking's) and its outbox row: the tail of the two statements below.
+_MESSAGE_AND_OUTBOX_PG = """
+m AS (
     INSERT INTO messages (msg_id, direction, booking_id, msg_type, function, sender_her_id,
         receiver_her_id, ref_to_parent, xml, status, error_code, created_at)
     VALUES (%(msg_id)s, %(direction)s, %(booking_id)s, %(msg_type)s, %(function)s,
@@ -93,8 +94,11 @@ WITH m AS (
 INSERT INTO outbox (message_id, queue, headers, created_at, attempts, leased_until)
 SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0, %(leased_until)s FROM m RETURNING id
 """
+_INSERT_PG = " ".join(("WITH", _MESSAGE_AND_OUTBOX_PG))
 # PostgreSQL: the message being answered (an inbound one) goes in with the answer's insert.
-_INSERT_WITH_ANSWERED_PG = """
+_INSERT_WITH_ANSWERED_PG = " ".join(
+    (
+        """
 WITH a AS (
     INSERT INTO messages (msg_id, direction, booking_id, msg_type, function, sender_her_id,
         receiver_her_id, ref_to_parent, ref_to_conversation, xml, status, error_code,
@@ -103,17 +107,10 @@ WITH a AS (
         %(a_sender_her_id)s, %(a_receiver_her_id)s, %(a_ref_to_parent)s,
         %(a_ref_to_conversation)s, %(a_xml)s, %(a_status)s, %(a_error_code)s,
         %(a_error_text)s, %(a_created_at)s, %(a_sent_at)s)
-), m AS (
-    INSERT INTO messages (msg_id, direction, booking_id, msg_type, function, sender_her_id,
-        receiver_her_id, ref_to_parent, xml, status, error_code, created_at)
-    VALUES (%(msg_id)s, %(direction)s, %(booking_id)s, %(msg_type)s, %(function)s,
-        %(sender_her_id)s, %(receiver_her_id)s, %(ref_to_parent)s, %(xml)s, %(status)s,
-        %(error_code)s, %(created_at)s)
-    RETURNING id
+),""",
+        _MESSAGE_AND_OUTBOX_PG,
+    )
 )
-INSERT INTO outbox (message_id, queue, headers, created_at, attempts, leased_until)
-SELECT id, %(queue)s, %(headers)s::json, %(now)s, 0, %(leased_until)s FROM m RETURNING id
-"""
 _MESSAGE_DEFAULTS = {
     "booking_id": None,
     "function": None,
