@@ -36,7 +36,7 @@ class Pending:
     receiver_her_id: str | None
     function: str | None
     error_code: str | None
-    leased: bool = False  # written just now under a lease to this process (publish_fresh)
+    leased: bool = False  # written just now, leased to this process (see `publish`)
 
 
 def pending_row(row: OutboxRow, message: MessageRow) -> Pending:
