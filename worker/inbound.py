@@ -18,8 +18,6 @@ from mappers.codes import AppRecError, AppRecStatus, Process
 from mappers.errors import MapperError
 from mappers.model import AppRec, DialogMessage, OriginalMsgRef, Party, ReceiptError
 from worker import metrics
-from worker.adapters.epj import transport_headers
-from worker.adapters.outbox import insert_outgoing
 from worker.adapters.store import (
     add_dead_letter,
     after_commit,
@@ -31,7 +29,7 @@ from worker.adapters.store import (
 from worker.adapters.tables import MessageRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
-from worker.relay import Pending, lease_end, pending_row, publish, transport_headers_for
+from worker.relay import Pending, pending_row, publish, queue_leased, transport_headers_for
 from worker.replies import Outcome, apply_dialog, apply_receipt
 from worker.settings import async_queue
 
@@ -271,36 +269,7 @@ def _queue_receipt(
         "error_code": error_code,
         "created_at": utcnow(),
     }
-    headers = transport_headers(
-        from_her_id=receipt.sender.her_id,
-        to_her_id=to,
-        msg_id=receipt.msg_id,
-        msg_type=Process.APPREC.value,
-        ref_to_parent=answers,
-    )
-    queue = async_queue(to)
-    outbox_id = insert_outgoing(
-        s.connection(),
-        message,
-        queue,
-        headers,
-        utcnow(),
-        leased_until=lease_end(deps),
-        answered=answered,
-    )
-    return Pending(
-        outbox_id,
-        queue,
-        xml,
-        headers,
-        receipt.msg_id,
-        Process.APPREC.value,
-        booking_id,
-        to,
-        receipt.status.value,
-        error_code,
-        leased=True,
-    )
+    return queue_leased(deps, s.connection(), message, utcnow(), answered=answered)
 
 
 def _resend_receipt(s: Session, inbound_msg_id: str) -> list[Pending]:

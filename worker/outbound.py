@@ -22,8 +22,6 @@ from mappers.model import (
 )
 from worker import fnr as fnrs
 from worker import texts
-from worker.adapters.epj import transport_headers
-from worker.adapters.outbox import insert_outgoing
 from worker.adapters.registry import Clinic
 from worker.adapters.store import (
     add_dead_letter,
@@ -41,14 +39,13 @@ from worker.compose import Target, build_dialog, function_for
 from worker.constants import REQUESTS_QUEUE
 from worker.domain.booking import Action, Booking, State
 from worker.inbox import Notice, notify
-from worker.relay import Pending, lease_end, pending_for, publish
+from worker.relay import Pending, pending_for, publish, queue_leased
 from worker.request import (
     BookingRequest,
     FieldError,
     InvalidRequest,
     parse_request,
 )
-from worker.settings import async_queue
 
 log = logging.getLogger("timebok.outbound")
 
@@ -234,29 +231,7 @@ def _queue(deps: Deps, conn: Connection, req: BookingRequest, plan: _Plan) -> Pe
         "status": "queued",
         "created_at": utcnow(),
     }
-    headers = transport_headers(
-        from_her_id=env.sender.her_id,
-        to_her_id=clinic.her_id,
-        msg_id=env.msg_id,
-        msg_type=env.process.value,
-    )
-    queue = async_queue(clinic.her_id)
-    outbox_id = insert_outgoing(
-        conn, message, queue, headers, plan.now, booking=booking, leased_until=lease_end(deps)
-    )
-    return Pending(
-        outbox_id,
-        queue,
-        plan.xml,
-        headers,
-        env.msg_id,
-        env.process.value,
-        req.request_id,
-        clinic.her_id,
-        function,
-        None,
-        leased=True,
-    )
+    return queue_leased(deps, conn, message, plan.now, booking=booking)
 
 
 def _clinic(deps: Deps, req: BookingRequest) -> Clinic:

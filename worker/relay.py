@@ -8,16 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Connection, Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker import metrics
 from worker.adapters.epj import Envelope, transport_headers
-from worker.adapters.outbox import PUBLISHED_FROM, PUBLISHED_TO, Claimed, claim
+from worker.adapters.outbox import PUBLISHED_FROM, PUBLISHED_TO, Claimed, claim, insert_outgoing
 from worker.adapters.store import announce_moves, utcnow
 from worker.adapters.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.errors import EpjUnavailable
+from worker.settings import async_queue
 
 log = logging.getLogger("timebok.relay")
 
@@ -103,6 +104,50 @@ def publish(deps: Deps, items: Iterable[Pending]) -> int:
 def lease_end(deps: Deps) -> datetime:
     """Until when a row written now is left to the process that wrote it."""
     return utcnow() + timedelta(seconds=deps.settings.outbox_lease)
+
+
+def queue_leased(
+    deps: Deps,
+    conn: Connection,
+    message: dict[str, Any],
+    now: datetime,
+    *,
+    booking: dict[str, Any] | None = None,
+    answered: dict[str, Any] | None = None,
+) -> Pending:
+    """Write an outgoing message (with its booking or the message it answers) to the outbox,
+    leased to this process, on the receiver's async queue; what its publish needs."""
+    headers = transport_headers(
+        from_her_id=message["sender_her_id"],
+        to_her_id=message["receiver_her_id"],
+        msg_id=message["msg_id"],
+        msg_type=message["msg_type"],
+        ref_to_parent=message.get("ref_to_parent"),
+    )
+    queue = async_queue(message["receiver_her_id"])
+    outbox_id = insert_outgoing(
+        conn,
+        message,
+        queue,
+        headers,
+        now,
+        booking=booking,
+        leased_until=lease_end(deps),
+        answered=answered,
+    )
+    return Pending(
+        outbox_id,
+        queue,
+        message["xml"],
+        headers,
+        message["msg_id"],
+        message["msg_type"],
+        message.get("booking_id"),
+        message["receiver_her_id"],
+        message.get("function"),
+        message.get("error_code"),
+        leased=True,
+    )
 
 
 def pending(deps: Deps, ids: list[int] | None = None, limit: int = 200) -> list[Pending]:
