@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -29,7 +30,13 @@ from worker.adapters.store import (
 from worker.adapters.tables import MessageRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
-from worker.relay import Pending, pending_row, publish, queue_leased, transport_headers_for
+from worker.relay import (
+    Pending,
+    pending_row,
+    publish,
+    queue_leased_at_commit,
+    transport_headers_for,
+)
 from worker.replies import Outcome, apply_dialog, apply_receipt
 from worker.settings import async_queue
 
@@ -171,6 +178,7 @@ def _dialog(
             "sent_at": None,
         }
         receipt = _send_receipt(deps, s, doc, headers, outcome, stored)
+    queued = receipt()  # committed: the outbox row is there
     log.info(
         "business message received",
         extra={
@@ -182,7 +190,7 @@ def _dialog(
         },
     )
     state = "processed" if outcome.error is None else "rejected"
-    return Received(env.msg_id, state, outcome.detail), [receipt]
+    return Received(env.msg_id, state, outcome.detail), [queued]
 
 
 def _count_dialog(s: Session, doc: DialogMessage) -> None:
@@ -212,8 +220,10 @@ def _send_receipt(
     headers: dict[str, object],
     outcome: Outcome,
     answered: dict[str, Any],
-) -> Pending:
-    """Our AppRec for a business message, queued with the message's own row (`answered`)."""
+) -> Callable[[], Pending]:
+    """Our AppRec for a business message, queued with the message's own row (`answered`).
+
+    Call the result once committed."""
     env = doc.envelope
     errors: tuple[ReceiptError, ...] = ()
     status = AppRecStatus.OK
@@ -252,7 +262,7 @@ def _queue_receipt(
     booking_id: str | None,
     answers: str,
     answered: dict[str, Any] | None = None,
-) -> Pending:
+) -> Callable[[], Pending]:
     xml = apprec_mapper.build(receipt)
     error_code = receipt.errors[0].code if receipt.errors else None
     message = {
@@ -269,7 +279,7 @@ def _queue_receipt(
         "error_code": error_code,
         "created_at": utcnow(),
     }
-    return queue_leased(deps, s.connection(), message, utcnow(), answered=answered)
+    return queue_leased_at_commit(deps, s, message, utcnow(), answered=answered)
 
 
 def _resend_receipt(s: Session, inbound_msg_id: str) -> list[Pending]:
@@ -321,7 +331,8 @@ def _reject_unparsed(
             headers=_jsonable(headers),
             msg_id=msg_id,
         )
-        ids = _receipt_for_unparsed(deps, s, exc, headers, msg_id, code)
+        receipt = _receipt_for_unparsed(deps, s, exc, headers, msg_id, code)
+    ids = [receipt()] if receipt is not None else []
     log.warning(
         "unreadable message rejected",
         extra={
@@ -348,18 +359,18 @@ def _receipt_for_unparsed(
     headers: dict[str, object],
     msg_id: str,
     code: AppRecError,
-) -> list[Pending]:
+) -> Callable[[], Pending] | None:
     to = _sender(exc, headers)
     msg_type = (exc.original.msg_type if exc.original else None) or _header(headers, "type")
     msg_type = msg_type or "UNKNOWN"
     if to is None or msg_type.upper() == Process.APPREC.value:
-        return []  # nobody to answer, or never an AppRec for an AppRec
+        return None  # nobody to answer, or never an AppRec for an AppRec
     issued = exc.original.issue_date if exc.original else deps.clock()
     original = OriginalMsgRef(msg_type[:64], issued, msg_id)
     errors = (ReceiptError(code, _error_text(code), str(exc)[:200]),)
     name = exc.sender.name if exc.sender is not None else to
     receipt = _apprec(deps, Party(to, name), AppRecStatus.REJECTED, original, errors)
-    return [_queue_receipt(deps, s, receipt, to, None, msg_id)]
+    return _queue_receipt(deps, s, receipt, to, None, msg_id)
 
 
 def _dead_letter(

@@ -10,7 +10,7 @@ from sqlalchemy import Boolean, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from worker import metrics, texts
-from worker.adapters.store import after_commit, run, utcnow
+from worker.adapters.store import after_commit, held_booking, later, utcnow
 from worker.adapters.tables import AppointmentRow, BookingRow, NotificationRow, UtcDateTime
 
 
@@ -44,11 +44,12 @@ _NOTIFY = text(
 ).bindparams(bindparam("repliable", type_=Boolean()), bindparam("created_at", type_=UtcDateTime()))
 
 
-def notify(s: Session, notice: Notice) -> bool:
-    """Write the notification unless one with the same key exists; True when written.
+def notify(s: Session, notice: Notice) -> None:
+    """Write the notification unless one with the same key exists.
 
-    One statement (INSERT ... ON CONFLICT DO NOTHING): the unique key decides, so two
-    transactions racing on one key still write it once.
+    One statement (INSERT ... ON CONFLICT DO NOTHING), sent with the unit of work's other
+    writes when it commits (`later`): the unique key decides, so two transactions racing
+    on one key still write it once.
     """
     title, body = texts.notification(notice.event, notice.ctx)
     values = {
@@ -62,19 +63,21 @@ def notify(s: Session, notice: Notice) -> bool:
         "repliable": False,
         "created_at": utcnow(),
     }
-    # On the session's connection: no autoflush of pending ORM changes, which nothing here
-    # needs; they are flushed once, at commit.
-    written = run(s, _NOTIFY, values) is not None
-    if written:
-        _time_it(s, notice)
-    return written
+    later(s, _NOTIFY, values, then=partial(_time_it, s, notice, _created_at(s, notice)))
 
 
-def _time_it(s: Session, notice: Notice) -> None:
-    """Observe request -> notification once committed (for notices about a booking)."""
-    booking = s.get(BookingRow, notice.booking_id) if notice.booking_id else None
-    if booking is not None:
-        waited = metrics.since(booking.created_at) or 0.0
+def _created_at(s: Session, notice: Notice) -> datetime | None:
+    """When the booking the notice is about was requested (for notices about a booking)."""
+    if notice.booking_id is None:
+        return None
+    booking = held_booking(s, notice.booking_id) or s.get(BookingRow, notice.booking_id)
+    return booking.created_at if booking is not None else None
+
+
+def _time_it(s: Session, notice: Notice, requested: datetime | None, written: object) -> None:
+    """Observe request -> notification once committed, when it was written just now."""
+    if written is not None and requested is not None:
+        waited = metrics.since(requested) or 0.0
         after_commit(s, partial(metrics.request_to_notification, notice.event, waited))
 
 
@@ -121,16 +124,20 @@ def upsert_appointment(s: Session, view: AppointmentView) -> None:
 
     A clinic update carries no booking id: the stored one is kept, never forgotten.
     """
-    run(s, _UPSERT_APPOINTMENT, {**vars(view), "updated_at": utcnow()})
+    later(s, _UPSERT_APPOINTMENT, {**vars(view), "updated_at": utcnow()})
 
 
-def set_appointment_status(s: Session, uid: str, status: str) -> AppointmentRow | None:
-    """Change an appointment's status (e.g. Avbestilt); None when unknown."""
-    row = s.get(AppointmentRow, uid)
-    if row is not None:
-        row.status = status
-        row.updated_at = utcnow()
-    return row
+_SET_APPOINTMENT_STATUS = text(
+    "UPDATE appointments SET status = :status, updated_at = :updated_at WHERE uid = :uid"
+).bindparams(bindparam("updated_at", type_=UtcDateTime()))
+
+
+def set_appointment_status(s: Session, uid: str, status: str) -> None:
+    """Change an appointment's status (e.g. Avbestilt); nothing when the uid is unknown.
+
+    Queued after any upsert of the same appointment in this unit of work (`later`).
+    """
+    later(s, _SET_APPOINTMENT_STATUS, {"uid": uid, "status": status, "updated_at": utcnow()})
 
 
 def inbox(s: Session, fnr: str) -> list[NotificationRow]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,8 +13,15 @@ from sqlalchemy.orm import Session
 
 from worker import metrics
 from worker.adapters.epj import Envelope, transport_headers
-from worker.adapters.outbox import PUBLISHED_FROM, PUBLISHED_TO, Claimed, claim, insert_outgoing
-from worker.adapters.store import announce_moves, utcnow
+from worker.adapters.outbox import (
+    PUBLISHED_FROM,
+    PUBLISHED_TO,
+    Claimed,
+    claim,
+    insert_outgoing,
+    outgoing_pg,
+)
+from worker.adapters.store import announce_moves, later, utcnow
 from worker.adapters.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.errors import EpjUnavailable
@@ -117,14 +124,7 @@ def queue_leased(
 ) -> Pending:
     """Write an outgoing message (with its booking or the message it answers) to the outbox,
     leased to this process, on the receiver's async queue; what its publish needs."""
-    headers = transport_headers(
-        from_her_id=message["sender_her_id"],
-        to_her_id=message["receiver_her_id"],
-        msg_id=message["msg_id"],
-        msg_type=message["msg_type"],
-        ref_to_parent=message.get("ref_to_parent"),
-    )
-    queue = async_queue(message["receiver_her_id"])
+    queue, headers = _route(message)
     outbox_id = insert_outgoing(
         conn,
         message,
@@ -135,6 +135,51 @@ def queue_leased(
         leased_until=lease_end(deps),
         answered=answered,
     )
+    return _leased(outbox_id, queue, headers, message)
+
+
+def queue_leased_at_commit(
+    deps: Deps,
+    s: Session,
+    message: dict[str, Any],
+    now: datetime,
+    *,
+    answered: dict[str, Any] | None = None,
+) -> Callable[[], Pending]:
+    """As `queue_leased`, in the session's unit of work: on PostgreSQL the insert goes with
+    its other writes at commit (store.later). Call the result, once committed, for what
+    the publish needs."""
+    conn = s.connection()
+    if conn.dialect.name != "postgresql":
+        item = queue_leased(deps, conn, message, now, answered=answered)
+        return lambda: item
+    queue, headers = _route(message)
+    sql, params = outgoing_pg(message, queue, headers, now, None, lease_end(deps), answered)
+    ids: list[int] = []
+    later(s, sql, params, then=lambda row: ids.append(int(row[0])))
+
+    def committed() -> Pending:
+        (outbox_id,) = ids  # written by the commit, or it raised
+        return _leased(outbox_id, queue, headers, message)
+
+    return committed
+
+
+def _route(message: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The receiver's async queue and the transport headers of an outgoing message."""
+    headers = transport_headers(
+        from_her_id=message["sender_her_id"],
+        to_her_id=message["receiver_her_id"],
+        msg_id=message["msg_id"],
+        msg_type=message["msg_type"],
+        ref_to_parent=message.get("ref_to_parent"),
+    )
+    return async_queue(message["receiver_her_id"]), headers
+
+
+def _leased(
+    outbox_id: int, queue: str, headers: dict[str, str], message: dict[str, Any]
+) -> Pending:
     return Pending(
         outbox_id,
         queue,

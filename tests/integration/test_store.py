@@ -228,10 +228,16 @@ def test_a_second_relay_waits_for_the_first_and_never_claims_twice(store: st.Sto
 def test_notification_key_prevents_a_second_write(store: st.Store) -> None:
     ctx = NoticeContext(clinic_name="Testlegekontoret")
     notice = Notice("13116900216", "confirmed", ctx, booking_id="b1")
-    with store.transaction() as s:
-        assert notify(s, notice) is True
-        assert notify(s, notice) is False
     from worker.adapters.tables import NotificationRow
+
+    with store.transaction() as s:
+        notify(s, notice)
+        notify(s, notice)  # the same key in the same unit of work
+    with store.transaction() as s:
+        notify(s, notice)  # and in the next one
+    with store.transaction() as s:
+        (row,) = s.scalars(select(NotificationRow)).all()
+        assert (row.dedupe_key, row.booking_id, row.event) == ("b1:confirmed", "b1", "confirmed")
 
     with pytest.raises(IntegrityError), store.transaction() as s:
         s.add(
@@ -337,3 +343,85 @@ def test_a_mark_after_publish_does_not_wait_for_the_disk(store: st.Store) -> Non
         assert s.execute(text("SHOW synchronous_commit")).scalar() == "off"
     with store.transaction() as s:  # for that one transaction only
         assert s.execute(text("SHOW synchronous_commit")).scalar() == "on"
+
+
+_NOTE = text("INSERT INTO booking_history (booking_id, source, target, at) VALUES (:b, NULL, :t, :at)")
+
+
+def _targets(store: st.Store, booking_id: str = "b1") -> list[str]:
+    with store.transaction() as s:
+        return [row.target for row in st.history(s, booking_id)]
+
+
+def test_later_writes_go_at_commit_in_order_after_the_flush(store: st.Store) -> None:
+    seen: list[object] = []
+    with store.transaction() as s:
+        _booking(s)  # pending in the ORM: flushed before the queued writes that need it
+        for target in ("A", "B", "C"):
+            st.later(s, _NOTE, {"b": "b1", "t": target, "at": NOW})
+        returning = text("SELECT count(*) FROM booking_history WHERE booking_id = :b")
+        st.later(s, returning, {"b": "b1"}, then=seen.append)
+        assert seen == []  # nothing sent yet
+    assert _targets(store) == ["A", "B", "C"]
+    assert [tuple(row) for row in seen] == [(3,)]  # type: ignore[call-overload]
+
+
+def test_later_writes_are_dropped_on_rollback(store: st.Store) -> None:
+    with store.transaction() as s:
+        _booking(s)
+    with pytest.raises(RuntimeError), store.transaction() as s:
+        st.later(s, _NOTE, {"b": "b1", "t": "LOST", "at": NOW})
+        raise RuntimeError("handler failed")
+    with store.transaction() as s:
+        st.later(s, _NOTE, {"b": "b1", "t": "KEPT", "at": NOW})
+    assert _targets(store) == ["KEPT"]
+
+
+def test_a_failing_later_write_fails_the_whole_commit(store: st.Store) -> None:
+    with store.transaction() as s:
+        _booking(s)
+    with pytest.raises(IntegrityError), store.transaction() as s:
+        st.later(s, _NOTE, {"b": "b1", "t": "FIRST", "at": NOW})
+        st.later(s, _NOTE, {"b": "no-such-booking", "t": "X", "at": NOW})  # foreign key
+        s.add(MessageRow(msg_id="m9", direction="in", msg_type="X", xml=b"", status="x",
+                         created_at=NOW))
+    with store.transaction() as s:
+        assert st.history(s, "b1") == [] and st.get_message(s, "m9") is None
+    with store.transaction() as s:  # the pooled connection is fine afterwards
+        st.later(s, _NOTE, {"b": "b1", "t": "AFTER", "at": NOW})
+    assert _targets(store) == ["AFTER"]
+
+
+def test_a_held_booking_writes_only_what_changed_at_commit(store: st.Store) -> None:
+    with store.transaction() as s:
+        ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    with store.transaction() as s:
+        row = st.booking_by_message(s, "m1")
+        assert row is not None and st.get_booking(s, "b1", lock=True) is row  # one object
+        assert st.held_booking(s, "b1") is row and row not in s  # outside the unit of work
+        row.state, row.appointment_uid, row.updated_at = "CONFIRMED", "uid-1", LATER
+        in_db = select(BookingRow.state).where(BookingRow.id == "b1")
+        assert s.connection().execute(in_db).scalar_one() == "REQUESTED"  # written at commit
+    with store.transaction() as s:
+        stored = st.get_booking(s, "b1")
+        assert stored is not None
+        assert (stored.state, stored.appointment_uid, stored.updated_at) == (
+            "CONFIRMED",
+            "uid-1",
+            LATER,
+        )
+        assert stored.created_at == NOW and stored.action == "reserve"
+
+
+def test_a_held_booking_is_forgotten_on_rollback(store: st.Store) -> None:
+    with store.transaction() as s:
+        ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+    with pytest.raises(RuntimeError), store.transaction() as s:
+        row = st.booking_by_message(s, "m1")
+        assert row is not None
+        row.state = "CONFIRMED"
+        raise RuntimeError("handler failed")
+    with store.transaction() as s:
+        stored = st.get_booking(s, "b1")
+        assert stored is not None and stored.state == "REQUESTED"
+        assert st.held_booking(s, "b1") is None

@@ -130,6 +130,34 @@ _BOOKING_DEFAULTS = {
 }
 
 
+def outgoing_pg(
+    message: dict[str, Any],
+    queue: str,
+    headers: dict[str, str],
+    now: datetime,
+    booking: dict[str, Any] | None = None,
+    leased_until: datetime | None = None,
+    answered: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """`insert_outgoing` on PostgreSQL as (psycopg SQL, parameters): one statement whose
+    one row holds the outbox id."""
+    params = {**_MESSAGE_DEFAULTS, **message, "queue": queue, "now": now}
+    params["headers"] = json.dumps(headers)
+    params["leased_until"] = leased_until
+    sql = _INSERT_PG
+    if answered is not None:
+        params.update({f"a_{k}": v for k, v in answered.items()})
+        sql = _INSERT_WITH_ANSWERED_PG
+    if booking is not None:
+        params.update(_BOOKING_DEFAULTS)
+        params.update({f"b_{k}": v for k, v in booking.items()})
+        request = booking.get("request")
+        params["b_request"] = None if request is None else json.dumps(request)
+        params["first_state"] = State.REQUESTED.value
+        sql = _INSERT_WITH_BOOKING_PG
+    return sql, params
+
+
 def insert_outgoing(
     conn: Connection,
     message: dict[str, Any],
@@ -148,20 +176,7 @@ def insert_outgoing(
     leave it alone until then (worker.relay). A booking id already stored raises IntegrityError.
     """
     if conn.dialect.name == "postgresql":
-        params = {**_MESSAGE_DEFAULTS, **message, "queue": queue, "now": now}
-        params["headers"] = json.dumps(headers)
-        params["leased_until"] = leased_until
-        sql = _INSERT_PG
-        if answered is not None:
-            params.update({f"a_{k}": v for k, v in answered.items()})
-            sql = _INSERT_WITH_ANSWERED_PG
-        if booking is not None:
-            params.update(_BOOKING_DEFAULTS)
-            params.update({f"b_{k}": v for k, v in booking.items()})
-            request = booking.get("request")
-            params["b_request"] = None if request is None else json.dumps(request)
-            params["first_state"] = State.REQUESTED.value
-            sql = _INSERT_WITH_BOOKING_PG
+        sql, params = outgoing_pg(message, queue, headers, now, booking, leased_until, answered)
         return int(fetch_pg(conn, sql, params)[0])
     if answered is not None:
         conn.execute(insert(messages).values(answered))

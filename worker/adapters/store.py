@@ -10,11 +10,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from psycopg.pq import ExecStatus
+from psycopg.types.json import Json
 from sqlalchemy import (
     Connection,
     Engine,
+    Table,
     bindparam,
     create_engine,
     event,
@@ -59,7 +62,9 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["options"] = f"-csearch_path={schema}"
-    engine = create_engine(url, pool_size=5, max_overflow=5, connect_args=connect_args)
+    engine = create_engine(
+        url, pool_size=5, max_overflow=5, connect_args=connect_args, hide_parameters=True
+    )
     _ping_when_idle(engine)
     return engine
 
@@ -91,7 +96,7 @@ def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -195,6 +200,9 @@ class Store:
 
 def get_booking(s: Session, booking_id: str, *, lock: bool = False) -> BookingRow | None:
     """The booking row with this id (optionally locked FOR UPDATE)."""
+    held = held_booking(s, booking_id)
+    if held is not None:  # read and locked in this unit of work already
+        return held
     stmt = select(BookingRow).where(BookingRow.id == booking_id)
     if lock:
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
@@ -216,20 +224,14 @@ Move = tuple[str | None, str, str | None, datetime]  # source, target, reason, a
 
 
 def add_history(s: Session, booking_id: str, moves: Sequence[Move]) -> None:
-    """Insert history rows now, in order (plain SQL: no unit-of-work for append-only rows).
+    """Queue history rows, in order, with the unit of work's other writes (`later`).
 
-    The booking row must be in the database already (flushed), as the foreign key says.
+    Plain SQL (no unit-of-work for append-only rows); they are sent after the ORM flush,
+    so a booking created in the same unit of work is in the database first.
     """
-    rows = [
-        {"booking_id": booking_id, "source": src, "target": dst, "reason": why, "at": at}
-        for src, dst, why, at in moves
-    ]
-    if rows:
-        # One row (the usual case) as a plain execute: executemany costs more for one.
-        if len(rows) == 1:
-            run(s, _INSERT_HISTORY, rows[0])
-        else:
-            s.connection().execute(_INSERT_HISTORY, rows)
+    for src, dst, why, at in moves:
+        values = {"booking_id": booking_id, "source": src, "target": dst, "reason": why, "at": at}
+        later(s, _INSERT_HISTORY, values)
 
 
 def save_moves(s: Session, row: BookingRow, booking: Booking) -> None:
@@ -318,16 +320,32 @@ def fetch_pg(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, params)
-        return cursor.fetchone() if cursor.description is not None else None
+        return _first_row(cursor)
     except conn.dialect.loaded_dbapi.Error as exc:
-        gone = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
-        if gone:
-            conn.invalidate(exc)  # never back into the pool
-        raise DBAPIError.instance(
-            sql, params, exc, conn.dialect.loaded_dbapi.Error, connection_invalidated=gone
-        ) from exc
+        raise _dbapi_error(conn, cursor, sql, params, exc) from exc
     finally:
         cursor.close()
+
+
+def _first_row(cursor: Any) -> Any:
+    # The result status, not `cursor.description`, which builds a column object per column.
+    rows = cursor.pgresult is not None and cursor.pgresult.status == ExecStatus.TUPLES_OK
+    return cursor.fetchone() if rows else None
+
+
+def _dbapi_error(conn: Connection, cursor: Any, sql: str, params: Any, exc: Any) -> Any:
+    """The driver's error as SQLAlchemy's (IntegrityError, OperationalError, ...)."""
+    gone = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+    if gone:
+        conn.invalidate(exc)  # never back into the pool
+    return DBAPIError.instance(
+        sql,
+        params,
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        hide_parameters=True,  # values are patient data
+        connection_invalidated=gone,
+    )
 
 
 def run(s: Session, statement: TextClause, params: dict[str, Any]) -> Any:
@@ -343,6 +361,92 @@ def run(s: Session, statement: TextClause, params: dict[str, Any]) -> Any:
         return fetch_pg(conn, _pyformat(statement), params)
     result = conn.execute(statement, params)
     return result.first() if result.returns_rows else None
+
+
+_LATER = "timebok.later"  # session.info: the writes `later` queued, in order
+
+Then = Callable[[Any], None]
+
+
+def later(
+    s: Session, statement: TextClause | str, params: dict[str, Any], then: Then | None = None
+) -> None:
+    """Queue a plain-SQL write for the end of this unit of work; `then(first row)` after it.
+
+    For writes nothing in the same unit of work reads back (history rows, notifications,
+    appointments, the message an inbound reply is stored as). They are sent when the
+    session commits, after the ORM flush and in the order queued; on PostgreSQL all of
+    them and the COMMIT go in one pipeline: one round trip instead of one per statement.
+    A failed write fails the commit (its error is SQLAlchemy's, as from `run`), and a
+    rollback drops them unsent. A `str` statement is psycopg's SQL, for PostgreSQL only.
+    """
+    s.info.setdefault(_LATER, []).append((statement, params, then))
+
+
+@event.listens_for(Session, "before_commit")
+def _write_behind(s: Session) -> None:
+    writes: list[tuple[TextClause | str, dict[str, Any], Then | None]] = [
+        *_held_updates(s),
+        *s.info.pop(_LATER, []),
+    ]
+    if not writes:
+        return
+    s.flush()  # rows the queued writes refer to (a new booking, say) go first
+    conn = s.connection()
+    if conn.dialect.name != "postgresql":
+        for statement, params, then in writes:
+            if isinstance(statement, str):
+                raise TypeError("psycopg SQL runs on PostgreSQL only")
+            result = conn.execute(statement, params)
+            if then is not None:
+                then(result.first() if result.returns_rows else None)
+        return
+    _pipeline(
+        conn,
+        [
+            (stmt if isinstance(stmt, str) else _pyformat(stmt), _driver_values(params), then)
+            for stmt, params, then in writes
+        ],
+    )
+
+
+def _driver_values(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as psycopg takes them: a JSON column's dict or list wrapped as JSON."""
+    if not any(isinstance(v, dict | list) for v in params.values()):
+        return params
+    return {k: Json(v) if isinstance(v, dict | list) else v for k, v in params.items()}
+
+
+def _pipeline(conn: Connection, writes: list[tuple[str, dict[str, Any], Then | None]]) -> None:
+    """Send the writes and the COMMIT in one psycopg pipeline, then hand out first rows.
+
+    SQLAlchemy's own COMMIT that follows finds the driver's transaction closed and sends
+    nothing (psycopg's commit() is a no-op outside a transaction).
+    """
+    driver: Any = conn.connection.driver_connection
+    cursors: list[tuple[Any, Then | None]] = []
+    try:
+        with driver.pipeline():
+            for sql, params, then in writes:
+                cursor = driver.cursor()
+                cursors.append((cursor, then))
+                cursor.execute(sql, params)
+            driver.commit()
+        for cursor, then in cursors:
+            if then is not None:
+                then(_first_row(cursor))
+    except conn.dialect.loaded_dbapi.Error as exc:
+        sent = "; ".join(sql for sql, _params, _then in writes)
+        raise _dbapi_error(conn, None, sent, None, exc) from exc
+    finally:
+        for cursor, _then in cursors:
+            cursor.close()
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_writes(s: Session, _previous: Any) -> None:
+    s.info.pop(_LATER, None)
+    s.info.pop(_HELD, None)
 
 
 @cache
@@ -373,45 +477,80 @@ def booking_by_message(s: Session, msg_id: str) -> BookingRow | None:
     """The booking a stored message belongs to, locked FOR UPDATE, in one query.
 
     The message's direction and send time are remembered for the session (`sent_info`);
-    the message itself (with its document) is not loaded. On PostgreSQL the row is read
-    with plain SQL and handed to the session as if the ORM had loaded it (a reply's hot
-    path: the ORM's own load cost twice the query).
+    the message itself (with its document) is not loaded. The row is read with plain SQL
+    (on PostgreSQL straight on the driver) and held by the unit of work, which writes its
+    changes at commit (`_as_loaded`): a reply's hot path, where the ORM's own load and
+    flush cost more than the queries. SQLite has no row locks: its transactions take the
+    write lock up front (BEGIN IMMEDIATE).
     """
     conn = s.connection()
     if conn.dialect.name == "postgresql":
         found = fetch_pg(conn, _BOOKING_BY_MESSAGE_PG, {"msg_id": msg_id})
-        if found is None:
-            return None
-        direction, sent_at, *values = found
-        booking = _as_loaded(s, dict(zip(_BOOKING_COLUMNS, values, strict=True)))
     else:
+        table = cast(Table, BookingRow.__table__)
         stmt = (
-            select(BookingRow, MessageRow.direction, MessageRow.sent_at)
-            .join(MessageRow, MessageRow.booking_id == BookingRow.id)
+            select(MessageRow.direction, MessageRow.sent_at, *table.columns)
+            .join(MessageRow, MessageRow.booking_id == table.c.id)
             .where(MessageRow.msg_id == msg_id)
-            .with_for_update(of=BookingRow)
-            .execution_options(populate_existing=True)
         )
-        row = s.execute(stmt).first()
-        if row is None:
-            return None
-        booking, direction, sent_at = row
+        found = conn.execute(stmt).first()
+    if found is None:
+        return None
+    direction, sent_at, *values = found
+    booking = _as_loaded(s, dict(zip(_BOOKING_COLUMNS, values, strict=True)))
     s.info.setdefault(_SENT, {})[msg_id] = (direction, _utc(sent_at))
     return booking
 
 
 def _as_loaded(s: Session, values: dict[str, Any]) -> BookingRow:
-    """A persistent BookingRow from a row read just now, as a query would have made it."""
+    """A BookingRow from a row read just now, whose changes are written at commit.
+
+    The row stays out of the session (adding it and flushing it through the unit of work
+    cost more CPU than the rest of a reply): `_write_behind` compares it with the values
+    read and queues one UPDATE of the changed columns with the unit of work's other writes.
+    """
     known = s.identity_map.get(identity_key(BookingRow, values["id"]))
     if known is not None:  # already in this session: refresh it (as populate_existing)
         s.refresh(known)
         return known
+    held: dict[str, tuple[BookingRow, dict[str, Any]]] = s.info.setdefault(_HELD, {})
+    if values["id"] in held:
+        return held[values["id"]][0]
     for key in ("created_at", "updated_at", "deadline_at"):
         values[key] = _utc(values[key])
     row = BookingRow(**values)
     make_transient_to_detached(row)  # no pending changes: as freshly loaded
-    s.add(row)
+    held[row.id] = (row, values)
     return row
+
+
+_HELD = "timebok.held"  # session.info: booking id -> (row read by `_as_loaded`, values read)
+
+
+def held_booking(s: Session, booking_id: str) -> BookingRow | None:
+    """The booking row this unit of work holds (read by `booking_by_message`), if any."""
+    held = s.info.get(_HELD, {}).get(booking_id)
+    return None if held is None else held[0]
+
+
+def _held_updates(s: Session) -> list[tuple[TextClause, dict[str, Any], None]]:
+    """One UPDATE per held booking row that changed, of the changed columns only."""
+    updates: list[tuple[TextClause, dict[str, Any], None]] = []
+    for row, read in s.info.pop(_HELD, {}).values():
+        changed = tuple(c for c in _BOOKING_COLUMNS if getattr(row, c) != read[c])
+        if changed:
+            params = {c: getattr(row, c) for c in changed}
+            updates.append((_update_booking(changed), {**params, "id": row.id}, None))
+    return updates
+
+
+@cache
+def _update_booking(columns: tuple[str, ...]) -> TextClause:
+    table = cast(Table, BookingRow.__table__)
+    sets = ", ".join(f'"{c}" = :{c}' for c in columns)  # names from the table model only
+    return text(f"UPDATE bookings SET {sets} WHERE id = :id").bindparams(  # noqa: S608
+        *(bindparam(c, type_=table.c[c].type) for c in columns)
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:
