@@ -400,6 +400,7 @@ def test_a_held_booking_writes_only_what_changed_at_commit(store: st.Store) -> N
         assert row is not None and st.get_booking(s, "b1", lock=True) is row  # one object
         assert st.held_booking(s, "b1") is row and row not in s  # outside the unit of work
         row.state, row.appointment_uid, row.updated_at = "CONFIRMED", "uid-1", LATER
+        row.request = {"slot": {"id": "s1"}}  # a JSON column goes through as JSON
         in_db = select(BookingRow.state).where(BookingRow.id == "b1")
         assert s.connection().execute(in_db).scalar_one() == "REQUESTED"  # written at commit
     with store.transaction() as s:
@@ -411,6 +412,7 @@ def test_a_held_booking_writes_only_what_changed_at_commit(store: st.Store) -> N
             LATER,
         )
         assert stored.created_at == NOW and stored.action == "reserve"
+        assert stored.request == {"slot": {"id": "s1"}}
 
 
 def test_a_held_booking_is_forgotten_on_rollback(store: st.Store) -> None:

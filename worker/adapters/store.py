@@ -15,6 +15,7 @@ from typing import Any, cast
 from psycopg.pq import ExecStatus
 from psycopg.types.json import Json
 from sqlalchemy import (
+    JSON,
     Connection,
     Engine,
     Table,
@@ -385,15 +386,16 @@ def later(
 
 @event.listens_for(Session, "before_commit")
 def _write_behind(s: Session) -> None:
+    on_pg = s.get_bind().dialect.name == "postgresql"
     writes: list[tuple[TextClause | str, dict[str, Any], Then | None]] = [
-        *_held_updates(s),
+        *_held_updates(s, on_driver=on_pg),
         *s.info.pop(_LATER, []),
     ]
     if not writes:
         return
     s.flush()  # rows the queued writes refer to (a new booking, say) go first
     conn = s.connection()
-    if conn.dialect.name != "postgresql":
+    if not on_pg:
         for statement, params, then in writes:
             if isinstance(statement, str):
                 raise TypeError("psycopg SQL runs on PostgreSQL only")
@@ -404,17 +406,10 @@ def _write_behind(s: Session) -> None:
     _pipeline(
         conn,
         [
-            (stmt if isinstance(stmt, str) else _pyformat(stmt), _driver_values(params), then)
+            (stmt if isinstance(stmt, str) else _pyformat(stmt), params, then)
             for stmt, params, then in writes
         ],
     )
-
-
-def _driver_values(params: dict[str, Any]) -> dict[str, Any]:
-    """Parameters as psycopg takes them: a JSON column's dict or list wrapped as JSON."""
-    if not any(isinstance(v, dict | list) for v in params.values()):
-        return params
-    return {k: Json(v) if isinstance(v, dict | list) else v for k, v in params.items()}
 
 
 def _pipeline(conn: Connection, writes: list[tuple[str, dict[str, Any], Then | None]]) -> None:
@@ -533,15 +528,25 @@ def held_booking(s: Session, booking_id: str) -> BookingRow | None:
     return None if held is None else held[0]
 
 
-def _held_updates(s: Session) -> list[tuple[TextClause, dict[str, Any], None]]:
-    """One UPDATE per held booking row that changed, of the changed columns only."""
+def _held_updates(s: Session, *, on_driver: bool) -> list[tuple[TextClause, dict[str, Any], None]]:
+    """One UPDATE per held booking row that changed, of the changed columns only.
+
+    `on_driver`: the values go to psycopg as they are (`run`), a JSON column's wrapped.
+    """
     updates: list[tuple[TextClause, dict[str, Any], None]] = []
     for row, read in s.info.pop(_HELD, {}).values():
         changed = tuple(c for c in _BOOKING_COLUMNS if getattr(row, c) != read[c])
         if changed:
             params = {c: getattr(row, c) for c in changed}
+            for c in _JSON_COLUMNS.intersection(changed) if on_driver else ():
+                params[c] = None if params[c] is None else Json(params[c])
             updates.append((_update_booking(changed), {**params, "id": row.id}, None))
     return updates
+
+
+_JSON_COLUMNS = frozenset(
+    c.key for c in cast(Table, BookingRow.__table__).columns if isinstance(c.type, JSON)
+)
 
 
 @cache
