@@ -345,7 +345,9 @@ def test_a_mark_after_publish_does_not_wait_for_the_disk(store: st.Store) -> Non
         assert s.execute(text("SHOW synchronous_commit")).scalar() == "on"
 
 
-_NOTE = text("INSERT INTO booking_history (booking_id, source, target, at) VALUES (:b, NULL, :t, :at)")
+_NOTE = text(
+    "INSERT INTO booking_history (booking_id, source, target, at) VALUES (:b, NULL, :t, :at)"
+)
 
 
 def _targets(store: st.Store, booking_id: str = "b1") -> list[str]:
@@ -369,9 +371,14 @@ def test_later_writes_go_at_commit_in_order_after_the_flush(store: st.Store) -> 
 def test_later_writes_are_dropped_on_rollback(store: st.Store) -> None:
     with store.transaction() as s:
         _booking(s)
-    with pytest.raises(RuntimeError), store.transaction() as s:
-        st.later(s, _NOTE, {"b": "b1", "t": "LOST", "at": NOW})
-        raise RuntimeError("handler failed")
+
+    def handler_fails() -> None:
+        with store.transaction() as s:
+            st.later(s, _NOTE, {"b": "b1", "t": "LOST", "at": NOW})
+            raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError):
+        handler_fails()
     with store.transaction() as s:
         st.later(s, _NOTE, {"b": "b1", "t": "KEPT", "at": NOW})
     assert _targets(store) == ["KEPT"]
@@ -380,11 +387,18 @@ def test_later_writes_are_dropped_on_rollback(store: st.Store) -> None:
 def test_a_failing_later_write_fails_the_whole_commit(store: st.Store) -> None:
     with store.transaction() as s:
         _booking(s)
-    with pytest.raises(IntegrityError), store.transaction() as s:
-        st.later(s, _NOTE, {"b": "b1", "t": "FIRST", "at": NOW})
-        st.later(s, _NOTE, {"b": "no-such-booking", "t": "X", "at": NOW})  # foreign key
-        s.add(MessageRow(msg_id="m9", direction="in", msg_type="X", xml=b"", status="x",
-                         created_at=NOW))
+
+    def commit_fails() -> None:
+        with store.transaction() as s:
+            st.later(s, _NOTE, {"b": "b1", "t": "FIRST", "at": NOW})
+            st.later(s, _NOTE, {"b": "no-such-booking", "t": "X", "at": NOW})  # foreign key
+            row = MessageRow(
+                msg_id="m9", direction="in", msg_type="X", xml=b"", status="x", created_at=NOW
+            )
+            s.add(row)
+
+    with pytest.raises(IntegrityError):
+        commit_fails()
     with store.transaction() as s:
         assert st.history(s, "b1") == [] and st.get_message(s, "m9") is None
     with store.transaction() as s:  # the pooled connection is fine afterwards
@@ -418,11 +432,16 @@ def test_a_held_booking_writes_only_what_changed_at_commit(store: st.Store) -> N
 def test_a_held_booking_is_forgotten_on_rollback(store: st.Store) -> None:
     with store.transaction() as s:
         ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
-    with pytest.raises(RuntimeError), store.transaction() as s:
-        row = st.booking_by_message(s, "m1")
-        assert row is not None
-        row.state = "CONFIRMED"
-        raise RuntimeError("handler failed")
+
+    def handler_fails() -> None:
+        with store.transaction() as s:
+            row = st.booking_by_message(s, "m1")
+            assert row is not None
+            row.state = "CONFIRMED"
+            raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError):
+        handler_fails()
     with store.transaction() as s:
         stored = st.get_booking(s, "b1")
         assert stored is not None and stored.state == "REQUESTED"

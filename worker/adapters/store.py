@@ -349,21 +349,6 @@ def _dbapi_error(conn: Connection, cursor: Any, sql: str, params: Any, exc: Any)
     )
 
 
-def run(s: Session, statement: TextClause, params: dict[str, Any]) -> Any:
-    """Run one plain-SQL statement in the session's transaction; its first row, or None.
-
-    On PostgreSQL straight on the driver (`fetch_pg`), skipping SQLAlchemy's execution
-    machinery, which on the hot paths cost more CPU than the statement; the values must
-    then be what psycopg takes as they are (str, int, bool, bytes, aware datetimes).
-    Elsewhere through SQLAlchemy, with the statement's bind types.
-    """
-    conn = s.connection()
-    if conn.dialect.name == "postgresql":
-        return fetch_pg(conn, _pyformat(statement), params)
-    result = conn.execute(statement, params)
-    return result.first() if result.returns_rows else None
-
-
 _LATER = "timebok.later"  # session.info: the writes `later` queued, in order
 
 Then = Callable[[Any], None]
@@ -378,8 +363,10 @@ def later(
     appointments, the message an inbound reply is stored as). They are sent when the
     session commits, after the ORM flush and in the order queued; on PostgreSQL all of
     them and the COMMIT go in one pipeline: one round trip instead of one per statement.
-    A failed write fails the commit (its error is SQLAlchemy's, as from `run`), and a
-    rollback drops them unsent. A `str` statement is psycopg's SQL, for PostgreSQL only.
+    A failed write fails the commit (with SQLAlchemy's error, as from `fetch_pg`), and a
+    rollback drops them unsent. On PostgreSQL the values go to psycopg as they are (str,
+    int, bool, bytes, aware datetimes), skipping SQLAlchemy's bind processing; a `str`
+    statement is psycopg's SQL, for PostgreSQL only.
     """
     s.info.setdefault(_LATER, []).append((statement, params, then))
 
@@ -531,7 +518,7 @@ def held_booking(s: Session, booking_id: str) -> BookingRow | None:
 def _held_updates(s: Session, *, on_driver: bool) -> list[tuple[TextClause, dict[str, Any], None]]:
     """One UPDATE per held booking row that changed, of the changed columns only.
 
-    `on_driver`: the values go to psycopg as they are (`run`), a JSON column's wrapped.
+    `on_driver`: the values go to psycopg as they are, a JSON column's wrapped.
     """
     updates: list[tuple[TextClause, dict[str, Any], None]] = []
     for row, read in s.info.pop(_HELD, {}).values():
