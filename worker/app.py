@@ -51,7 +51,7 @@ def _reset_after_fork(**_kwargs: Any) -> None:
     # A forked child must not reuse the parent's database or broker connections.
     global _deps
     if _deps is not None:
-        _deps.store.engine.dispose(close=False)
+        _deps.store.dispose(close=False)
     _deps = None
 
 

@@ -135,7 +135,7 @@ class Rig:
         """Release connections."""
         self.completions.close()
         self.redis.close()
-        self.deps.store.engine.dispose()
+        self.deps.store.dispose()
 
     def frozen(self, fn: Callable[[], T]) -> T:
         """Run fn while the worker is stopped (it gets the CPU to itself)."""

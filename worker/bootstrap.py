@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from mappers.model import Party
 from worker.adapters.epj import EpjTransport, KombuTransport
 from worker.adapters.registry import AddressRegistry, Registry
-from worker.adapters.store import Store, make_engine
+from worker.adapters.store import Store
 from worker.settings import Settings
 
 
@@ -36,7 +36,7 @@ class Deps:
 def bootstrap(settings: Settings | None = None) -> Deps:
     """Build the store, transport and registry from settings."""
     cfg = settings or Settings()
-    store = Store(make_engine(cfg.database_url, cfg.database_schema))
+    store = Store.open(cfg.database_url, cfg.database_schema)
     return Deps(
         settings=cfg,
         store=store,

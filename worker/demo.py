@@ -254,7 +254,7 @@ def run_flow(settings: Settings, env: dict[str, str], logs: Path, out: TextIO) -
     try:
         return _flow(deps, settings, env, logs, out)
     finally:
-        deps.store.engine.dispose()
+        deps.store.dispose()
 
 
 def _flow(

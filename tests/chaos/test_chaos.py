@@ -383,7 +383,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Settings, Deps]]:
             broker_url=redis.url(), database_url=PG_URL, database_schema=schema, **TIMEBOK
         )
         deps = bootstrap(settings)
-        stack.callback(deps.store.engine.dispose)
+        stack.callback(deps.store.dispose)
         yield Cluster(redis, worker, beat, sim, random.Random(SEED)), settings, deps
 
 

@@ -39,7 +39,7 @@ def test_messages_of_a_killed_worker_come_back_after_the_visibility_timeout(
             try:
                 _run(env, settings, deps, tmp_path)
             finally:
-                deps.store.engine.dispose()
+                deps.store.dispose()
     finally:
         redis.stop()
 

@@ -73,7 +73,7 @@ def _histories_are_legal(settings: Settings, ids: list[str]) -> None:
             for a, b in itertools.pairwise(path):
                 assert can_move(State(a), State(b)), f"{booking_id}: illegal {a} -> {b} in {path}"
     finally:
-        deps.store.engine.dispose()
+        deps.store.dispose()
 
 
 def _run_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

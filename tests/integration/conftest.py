@@ -81,4 +81,4 @@ def stack(
         yield Stack(settings, deps, env, worker)
     finally:
         worker.stop()
-        deps.store.engine.dispose()
+        deps.store.dispose()

@@ -101,7 +101,7 @@ def ops(redis_url: str, tmp_path: Path) -> Iterator[Ops]:
         try:
             yield Ops(deps, timebok_env(redis_url, schema, registry), clinic, redis_url)
         finally:
-            deps.store.engine.dispose()
+            deps.store.dispose()
 
 
 def _unreadable(ops: Ops) -> tuple[bytes, dict[str, str]]:

@@ -126,7 +126,7 @@ def test_no_fnr_reaches_any_log(run: dict[str, Any]) -> None:
         h.poll(lambda: _notified(deps, PHONE_PATIENT), 30, "the phone-booked appointment")
         h.poll(lambda: _dead_letters(deps) >= 3, 30, "the dead letters")
     finally:
-        deps.store.engine.dispose()
+        deps.store.dispose()
         events.close()
     for service in run["services"]:
         service.stop()

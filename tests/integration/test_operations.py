@@ -99,7 +99,7 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack,
         yield Stack(settings, deps, env, worker), port, db
     finally:
         worker.stop()
-        deps.store.engine.dispose()
+        deps.store.dispose()
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
@@ -429,7 +429,7 @@ def test_after_commit_hooks_run_only_on_commit(tmp_path: Path) -> None:
         st.after_commit(s, broken)
         st.after_commit(s, lambda: ran.append("after the broken one"))
     assert ran == ["committed", "after the broken one"]
-    store.engine.dispose()
+    store.dispose()
 
 
 def test_dead_letter_counted_once_committed(tmp_path: Path) -> None:
@@ -451,4 +451,4 @@ def test_dead_letter_counted_once_committed(tmp_path: Path) -> None:
         st.add_dead_letter(s, kind="task", reason="x", source_queue="q", payload=b"")
         assert count() == start
     assert count() == start + 1
-    store.engine.dispose()
+    store.dispose()

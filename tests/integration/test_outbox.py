@@ -105,7 +105,7 @@ def deps(place: Place) -> Iterator[Deps]:
     try:
         yield made
     finally:
-        made.store.engine.dispose()
+        made.store.dispose()
 
 
 @dataclass
@@ -191,7 +191,7 @@ def test_transport_failing_after_commit_leaves_the_document_for_the_relay(
         with pytest.raises(EpjUnavailable):
             submit(down, req)  # committed booking + message + outbox, then the publish failed
     finally:
-        down.store.engine.dispose()
+        down.store.dispose()
     before = stored(deps, req["request_id"])
     assert before.state == "REQUESTED"
     [message] = before.messages

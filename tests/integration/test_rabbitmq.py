@@ -129,4 +129,4 @@ def test_round_trip_over_rabbitmq(
             worker.stop()
         with deps.store.engine.begin() as conn:
             conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        deps.store.engine.dispose()
+        deps.store.dispose()

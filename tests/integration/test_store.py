@@ -446,3 +446,18 @@ def test_a_held_booking_is_forgotten_on_rollback(store: st.Store) -> None:
         stored = st.get_booking(s, "b1")
         assert stored is not None and stored.state == "REQUESTED"
         assert st.held_booking(s, "b1") is None
+
+
+def test_statements_run_on_connections_that_are_autocommit_from_the_start(
+    pg_schema: str,
+) -> None:
+    store = st.Store.open(PG_URL, pg_schema)
+    try:
+        with store.statement() as conn:
+            assert conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        with store.transaction() as s:  # the session's pool is a different one
+            driver = s.connection().connection.driver_connection
+            assert driver is not None and not driver.autocommit
+    finally:
+        store.dispose()

@@ -122,7 +122,7 @@ def world(redis_url: str, tmp_path: Path) -> Iterator[World]:
         try:
             yield World(deps, clock, clinic, redis_url)
         finally:
-            deps.store.engine.dispose()
+            deps.store.dispose()
 
 
 def _outbox_rows(world: World, booking_id: str) -> list[OutboxRow]:
@@ -192,7 +192,7 @@ def test_resends_wait_uncounted_while_our_epj_transport_is_down(world: World) ->
             world.clock.at(world.past_deadline(booking_id))
             assert check(down) == 0
     finally:
-        down.store.engine.dispose()
+        down.store.dispose()
     row = world.booking(booking_id)
     assert (row.state, row.resends) == ("SENT", 1)  # not FAILED: the clinic never got a copy
     assert len(_outbox_rows(world, booking_id)) == 2  # one copy waiting, not one per check
@@ -285,7 +285,7 @@ def test_parallel_timeout_checks_resend_each_booking_once(world: World) -> None:
     for t in threads:
         t.join(30)
     for other in others:
-        other.store.engine.dispose()
+        other.store.dispose()
     assert sum(touched) == len(ids)
     assert [world.booking(i).resends for i in ids] == [1] * len(ids)
     epj.take(world.url, world.queue, len(ids))

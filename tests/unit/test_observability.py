@@ -123,7 +123,7 @@ def test_invalid_request_is_no_event(sentry: Settings, tmp_path: Path) -> None:
     result = submit(deps, {"request_id": "x", "patient": {"fnr": FNR, "given_name": NAME}})
     assert result.state == "INVALID"
     assert events() == []
-    deps.store.engine.dispose()
+    deps.store.dispose()
 
 
 @pytest.mark.parametrize(
