@@ -118,6 +118,10 @@ class BenchWorker:
         main = self.proc.pid
         return [main, *(pid for pid in _numeric(Path("/proc")) if _ppid(pid) == main)]
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the main process and its pool children have used so far."""
+        return sum(_cpu_seconds(pid) for pid in self.pids())
+
     def peak_rss_mb(self) -> list[float]:
         """VmHWM of every process, in MiB."""
         return [_vm_hwm_kb(pid) / 1024 for pid in self.pids()]
@@ -147,6 +151,14 @@ def _ppid(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _vm_hwm_kb(pid: int) -> int:

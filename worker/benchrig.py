@@ -162,31 +162,33 @@ class Rig:
         self._notified([_booking_id(d) for d in docs])
         self.redis.delete(self.clinic_queue)
 
-    def noop(self, n: int) -> float:
+    def noop(self, n: int) -> Drained:
         """N bare no-op tasks: Celery's own ceiling with these settings."""
         self.worker.freeze()
         self._send_noops(n)
         with self.completions.listening():
-            self.worker.thaw()
+            cpu = self._cpu_from_thaw()
             self._wait(self._requests_done, f"{n} no-op tasks")
+            used = cpu(n)
             self._wait(lambda: len(self.completions.stamps()) >= n, f"events of {n} no-op tasks")
             stamps = sorted(self.completions.stamps())[:n]
         rate = per_second(stamps)
-        say(f"noop: {n} tasks, {rate:.0f}/s")
-        return rate
+        say(f"noop: {n} tasks, {rate:.0f}/s, worker CPU {used:.2f} ms each")
+        return Drained(rate, [], [], used)
 
     def outbound(self, n: int) -> Drained:
         """N pre-enqueued requests -> N validated documents on the clinic queue."""
         payloads = [booking_request(i) for i in range(n)]
         self.worker.freeze()
         self._send_requests(payloads)
-        t0 = self.worker.thaw()
+        cpu = self._cpu_from_thaw()
         self._wait_depth(n, f"{n} documents on the clinic queue")
         done = self._published([str(p["request_id"]) for p in payloads])
+        used = cpu(n)
         docs = self._take_docs(n)
         rate = per_second(list(done.values()))
-        say(f"outbound: {n} bookings, {rate:.0f}/s")
-        return Drained(rate, latency_ms(done, t0), docs)
+        say(f"outbound: {n} bookings, {rate:.0f}/s, worker CPU {used:.2f} ms each")
+        return Drained(rate, latency_ms(done, cpu.thawed), docs, used)
 
     def inbound(self, docs: list[DialogMessage]) -> Drained:
         """N pre-loaded replies (05) -> N inbox notifications (and N receipts back)."""
@@ -195,13 +197,19 @@ class Rig:
         self.worker.freeze()
         for item in replies:
             self.deps.epj.publish(item)
-        t0 = self.worker.thaw()
+        cpu = self._cpu_from_thaw()
         self._wait_depth(len(docs), f"{len(docs)} receipts")
         done = self._notified([_booking_id(d) for d in docs])
+        used = cpu(len(docs))
         self.redis.delete(self.clinic_queue)
         rate = per_second(list(done.values()))
-        say(f"inbound: {len(docs)} replies, {rate:.0f}/s")
-        return Drained(rate, latency_ms(done, t0), [])
+        say(f"inbound: {len(docs)} replies, {rate:.0f}/s, worker CPU {used:.2f} ms each")
+        return Drained(rate, latency_ms(done, cpu.thawed), [], used)
+
+    def _cpu_from_thaw(self) -> WorkerCpu:
+        """Thaw the frozen worker; the result tells its CPU per item since then."""
+        before = self.worker.cpu_seconds()
+        return WorkerCpu(self.worker, before, self.worker.thaw())
 
     def paced_outbound(self, rate: float, seconds: float) -> Drained:
         """Requests at `rate` per second: enqueue -> EPJ queue latency."""
@@ -310,6 +318,17 @@ class Rig:
             finally:
                 queue.close()
         return docs
+
+
+class WorkerCpu:
+    """The worker's CPU (main process and pool) from a thaw on, per item."""
+
+    def __init__(self, worker: BenchWorker, before: float, thawed: float) -> None:
+        self.worker, self.before, self.thawed = worker, before, thawed
+
+    def __call__(self, items: int) -> float:
+        """Milliseconds of CPU per item so far."""
+        return (self.worker.cpu_seconds() - self.before) * 1000 / items
 
 
 def _request_doc(body: bytes | str) -> DialogMessage:

@@ -62,9 +62,12 @@ def test_latency_from_a_common_start_or_per_item() -> None:
 def test_lines_have_the_required_names_in_order_then_extras() -> None:
     results = {name: 1.0 for name in reversed(REQUIRED)}
     results |= {"outbound_p99_half_rate_ms": 12.345, "outbound_ratio": 0.51234}
+    results |= {"inbound_worker_cpu_ms": 4.567}
     lines = format_lines(results)
-    assert [line.split("=")[0] for line in lines] == [*REQUIRED, "outbound_p99_half_rate_ms"]
+    extras = ["outbound_p99_half_rate_ms", "inbound_worker_cpu_ms"]
+    assert [line.split("=")[0] for line in lines] == [*REQUIRED, *extras]
     assert "outbound_ratio=0.512" in lines  # ratios: three decimals
+    assert "inbound_worker_cpu_ms=4.57" in lines  # CPU milliseconds: two
     assert "outbound_p99_half_rate_ms=12.3" in lines  # everything else: one
     assert all(line.count("=") == 1 and " " not in line for line in lines)
 
@@ -123,16 +126,17 @@ class _ScriptedRig:
         self.worker = self
         self.paced: list[float] = []
 
-    def noop(self, n: int) -> float:
-        return self.noops.pop(0)
+    def noop(self, n: int) -> Drained:
+        rate = self.noops.pop(0)
+        return Drained(rate, [], [], cpu_ms=2_000 / rate)
 
     def outbound(self, n: int) -> Drained:
         rate = self.outs.pop(0)
-        return Drained(rate, [rate], [])
+        return Drained(rate, [rate], [], cpu_ms=2_000 / rate)
 
     def inbound(self, docs: list[object]) -> Drained:
         rate = self.ins.pop(0)
-        return Drained(rate, [rate], [])
+        return Drained(rate, [rate], [], cpu_ms=2_000 / rate)
 
     def frozen(self, fn: object) -> float:
         return 12_000.0
@@ -158,3 +162,6 @@ def test_each_drain_counts_its_best_round() -> None:
     assert rig.paced == [250.0, 225.0]  # half of the best rates
     assert rig.noops == rig.outs == rig.ins == []  # every round ran
     assert got["rounds"] == 2 and got["worker_rss_mb"] == 100.0
+    # the CPU per item of the round that counted
+    assert (got["noop_worker_cpu_ms"], got["outbound_worker_cpu_ms"]) == (2.0, 4.0)
+    assert got["inbound_worker_cpu_ms"] == 2_000 / 450
