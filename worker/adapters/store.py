@@ -426,27 +426,37 @@ def _write_behind(s: Session) -> None:
 def _pipeline(conn: Connection, writes: list[tuple[str, dict[str, Any], Then | None]]) -> None:
     """Send the writes and the COMMIT in one psycopg pipeline, then hand out first rows.
 
-    SQLAlchemy's own COMMIT that follows finds the driver's transaction closed and sends
-    nothing (psycopg's commit() is a no-op outside a transaction).
+    SQLAlchemy's own COMMIT that follows a success finds the driver's transaction closed
+    and sends nothing (psycopg's commit() is a no-op outside a transaction). A failed write
+    is raised once, as SQLAlchemy's error: it is caught inside the pipeline block, so the
+    pipeline's end (which fails again, "pipeline aborted") has nothing to log over it.
     """
     driver: Any = conn.connection.driver_connection
+    dbapi_error = conn.dialect.loaded_dbapi.Error
     cursors: list[tuple[Any, Then | None]] = []
+    failed: Exception | None = None
     try:
         with driver.pipeline():
-            for sql, params, then in writes:
-                cursor = driver.cursor()
-                cursors.append((cursor, then))
-                cursor.execute(sql, params)
-            driver.commit()
-        for cursor, then in cursors:
-            if then is not None:
-                then(_first_row(cursor))
-    except conn.dialect.loaded_dbapi.Error as exc:
-        sent = "; ".join(sql for sql, _params, _then in writes)
-        raise _dbapi_error(conn, None, sent, None, exc) from exc
+            try:
+                for sql, params, then in writes:
+                    cursor = driver.cursor()
+                    cursors.append((cursor, then))
+                    cursor.execute(sql, params)
+                driver.commit()
+            except dbapi_error as exc:
+                failed = exc
+        if failed is None:
+            for cursor, then in cursors:
+                if then is not None:
+                    then(_first_row(cursor))
+    except dbapi_error as exc:
+        failed = failed or exc
     finally:
         for cursor, _then in cursors:
             cursor.close()
+    if failed is not None:
+        sent = "; ".join(sql for sql, _params, _then in writes)
+        raise _dbapi_error(conn, None, sent, None, failed) from failed
 
 
 @event.listens_for(Session, "after_soft_rollback")
