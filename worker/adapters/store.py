@@ -397,6 +397,8 @@ def later(
 
 @event.listens_for(Session, "before_commit")
 def _write_behind(s: Session) -> None:
+    if _LATER not in s.info and _HELD not in s.info:
+        return  # most units of work queue nothing
     on_pg = s.get_bind().dialect.name == "postgresql"
     writes: list[tuple[TextClause | str, dict[str, Any], Then | None]] = [
         *_held_updates(s, on_driver=on_pg),
