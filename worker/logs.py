@@ -11,14 +11,22 @@ from typing import Any
 
 from worker.settings import Settings
 
-FNR_PATTERN = re.compile(r"(?<!\d)(\d{6})(\d{5})(?!\d)")
+# An 11-digit run is a possible fødselsnummer unless it is part of an identifier: a UUID (a
+# booking id, a MsgId) or a hex token (a trace id). Masking those would make log lines and
+# events unsearchable by the ids they exist for, and they are no FNR.
+_HEX_ID = (
+    r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{16,}"
+)
+FNR_PATTERN = re.compile(
+    rf"(?<![0-9A-Za-z])(?P<id>{_HEX_ID})(?![0-9A-Za-z])|(?<!\d)(?P<born>\d{{6}})\d{{5}}(?!\d)"
+)
 _HIDDEN = frozenset({"args", "kwargs", "argsrepr", "kwargsrepr"})
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
 def scrub(text: str) -> str:
-    """Mask every 11-digit run (a possible fødselsnummer) to its first six digits."""
-    return FNR_PATTERN.sub(r"\1*****", text)
+    """Mask every 11-digit run outside an identifier (a possible FNR) to its first six digits."""
+    return FNR_PATTERN.sub(lambda m: m.group("id") or f"{m.group('born')}*****", text)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
+from worker.logs import FNR_PATTERN
 from worker.settings import Settings
 
 log = logging.getLogger("timebok.observability")
@@ -58,12 +59,6 @@ PII_KEYS = frozenset(
         "kwargsrepr",
     }
 )
-# An 11-digit run is masked unless it is part of an identifier (a UUID such as a MsgId, or a
-# hex token such as a trace id): masking those would break the event, and they are no FNR.
-_HEX_ID = (
-    r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{16,}"
-)
-_FNR = re.compile(rf"(?<![0-9A-Za-z])(?P<id>{_HEX_ID})(?![0-9A-Za-z])|(?<!\d)\d{{11}}(?!\d)")
 _NAMES = "|".join(sorted(PII_KEYS | {"input_value"}, key=len, reverse=True))
 # key=value, 'key': 'value', "key": "value" inside reprs, pydantic errors and JSON text.
 _PAIR = re.compile(
@@ -154,7 +149,7 @@ def scope(booking_id: str | None = None, msg_id: str | None = None) -> Iterator[
 
 def scrub_text(text: str) -> str:
     """Mask fødselsnumre, `name=value` pairs of PII fields and name / free-text XML elements."""
-    text = _FNR.sub(lambda m: m.group("id") or FNR_MASK, text)
+    text = FNR_PATTERN.sub(lambda m: m.group("id") or FNR_MASK, text)
     text = _PAIR.sub(lambda m: f"{m.group('key')}{SCRUBBED!r}", text)
     return _XML.sub(rf"\1{SCRUBBED}\3", text)
 
