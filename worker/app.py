@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from celery import Celery, Task, bootsteps
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.worker.request import Request
 from kombu.connection import Connection
 from kombu.entity import Queue
@@ -28,6 +28,7 @@ from worker.constants import (
     TIMEOUTS_TASK,
 )
 from worker.errors import TransientError
+from worker.marks import Marks
 from worker.observability import scope, tag
 from worker.settings import Settings
 
@@ -43,6 +44,10 @@ def deps() -> Deps:
     global _deps
     if _deps is None:
         _deps = bootstrap(_settings)
+        if _deps.store.is_postgres:  # see worker.marks; SQLite marks each row at once
+            from worker.relay import write_marks
+
+            _deps.marks = Marks(partial(write_marks, _deps.store))
     return _deps
 
 
@@ -53,6 +58,14 @@ def _reset_after_fork(**_kwargs: Any) -> None:
     if _deps is not None:
         _deps.store.dispose(close=False)
     _deps = None
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _write_marks_left(**_kwargs: Any) -> None:
+    # Marks still waiting would otherwise cost a second publish once their lease ends.
+    if _deps is not None and _deps.marks is not None:
+        _deps.marks.close()
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -10,6 +10,7 @@ from mappers.model import Party
 from worker.adapters.epj import EpjTransport, KombuTransport
 from worker.adapters.registry import AddressRegistry, Registry
 from worker.adapters.store import Store
+from worker.marks import Marks
 from worker.settings import Settings
 
 
@@ -26,6 +27,9 @@ class Deps:
     epj: EpjTransport
     registry: AddressRegistry
     clock: Callable[[], datetime] = field(default=_utcnow)
+    # Marks of published leased rows, written in batches (the worker on PostgreSQL);
+    # None: each is written as soon as its row is published.
+    marks: Marks | None = None
 
     @property
     def own_party(self) -> Party:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,7 +28,7 @@ from worker.adapters.store import (
     sent_info,
     utcnow,
 )
-from worker.adapters.tables import MessageRow
+from worker.adapters.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
 from worker.relay import (
@@ -290,11 +291,19 @@ def _resend_receipt(s: Session, inbound_msg_id: str) -> list[Pending]:
         .order_by(MessageRow.id.desc())  # after a dead-letter replay: the newer receipt
         .first()
     )
-    if receipt is None or receipt.sent_at is None:
-        return []  # never made (an AppRec for an AppRec) or still in the outbox
+    if receipt is None or (receipt.sent_at is None and not _in_flight(s, receipt)):
+        return []  # never made (an AppRec for an AppRec) or waiting in the outbox
     headers = transport_headers_for(receipt)
     row = enqueue(s, receipt, async_queue(receipt.receiver_her_id or ""), headers)
     return [pending_row(row, receipt)]
+
+
+def _in_flight(s: Session, receipt: MessageRow) -> bool:
+    """Published by the process that wrote it, or about to be (its mark may come later)."""
+    leased = select(OutboxRow.id).where(
+        OutboxRow.message_id == receipt.id, OutboxRow.leased_until.is_not(None)
+    )
+    return s.execute(leased.limit(1)).first() is not None
 
 
 def _error_text(code: AppRecError) -> str:

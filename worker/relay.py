@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Select, or_, select, update
@@ -17,11 +18,13 @@ from worker.adapters.outbox import (
     PUBLISHED_FROM,
     PUBLISHED_TO,
     Claimed,
+    Mark,
     claim,
+    claim_published,
     insert_outgoing,
     outgoing_pg,
 )
-from worker.adapters.store import announce_moves, later, utcnow
+from worker.adapters.store import Store, announce_moves, later, utcnow
 from worker.adapters.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.errors import EpjUnavailable
@@ -252,12 +255,27 @@ def _publish_leased(deps: Deps, item: Pending) -> bool:
     except EpjUnavailable as exc:
         _record_failure(deps, item, exc)
         raise
+    mark = Mark(item.outbox_id, utcnow(), _deadline(deps))
+    _log_published(item)
+    if deps.marks is not None:  # the worker: marked with others by its marks thread
+        deps.marks.add(mark, partial(_marked, item, mark.at))
+        return True
     with deps.store.statement() as conn:
-        claimed = claim(conn, item.outbox_id, utcnow(), _deadline(deps), wait_for_disk=False)
-    if not claimed.row:  # the lease ran out before the publish: another relay sent it too
-        log.warning("published twice (same MsgId)", extra={"msg_id": item.msg_id})
-    _published(item, claimed)
+        claimed = claim_published(conn, [mark]).get(item.outbox_id, Claimed(False))
+    _marked(item, mark.at, claimed)
     return True
+
+
+def write_marks(store: Store, marks: list[Mark]) -> dict[int, Claimed]:
+    """Write marks of published leased rows in one statement (see worker.marks)."""
+    with store.statement() as conn:
+        return claim_published(conn, marks)
+
+
+def _marked(item: Pending, at: datetime, claimed: Claimed) -> None:
+    if not claimed.row:  # the lease ran out before the mark: another relay sent it too
+        log.warning("published twice (same MsgId)", extra={"msg_id": item.msg_id})
+    _moved(item, claimed, at)
 
 
 def _deadline(deps: Deps) -> datetime:
@@ -265,6 +283,11 @@ def _deadline(deps: Deps) -> datetime:
 
 
 def _published(item: Pending, claimed: Claimed) -> None:
+    _log_published(item)
+    _moved(item, claimed)
+
+
+def _log_published(item: Pending) -> None:
     log.info(
         "message published",
         extra={
@@ -276,10 +299,13 @@ def _published(item: Pending, claimed: Claimed) -> None:
         },
     )
     metrics.message_out(item.msg_type, item.receiver_her_id, item.function, item.error_code)
+
+
+def _moved(item: Pending, claimed: Claimed, at: datetime | None = None) -> None:
     if claimed.booking_id is not None:
         moves = [(PUBLISHED_FROM, PUBLISHED_TO)]
         announce_moves(
-            claimed.booking_id, item.receiver_her_id, item.msg_id, claimed.created_at, moves
+            claimed.booking_id, item.receiver_her_id, item.msg_id, claimed.created_at, moves, at
         )
 
 

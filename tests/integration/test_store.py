@@ -335,12 +335,49 @@ def test_booking_by_message_holds_the_row_lock(store: st.Store) -> None:
     assert seen == ["SENT"]  # it read the row as the first transaction left it
 
 
+def test_marks_after_publish_go_in_one_batch_each_at_its_own_time(store: st.Store) -> None:
+    later = datetime(2026, 11, 26, 12, 0, 7, tzinfo=UTC)
+    with store.transaction() as s:
+        conn = s.connection()
+        first = ob.insert_outgoing(conn, _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
+        other = {**_NEW_BOOKING, "id": "b2"}
+        second = ob.insert_outgoing(conn, _outgoing("m2", "b2"), "q_async", {}, NOW, other)
+        receipt = ob.insert_outgoing(conn, _outgoing("r1", msg_type="APPREC"), "q_async", {}, NOW)
+        taken = ob.insert_outgoing(conn, _outgoing("m3", None), "q_async", {}, NOW)
+    with store.transaction() as s:  # a relay got to this one first (its lease ran out)
+        assert ob.claim(s.connection(), taken, NOW, DEADLINE).row
+    marks = [
+        ob.Mark(first, LATER, DEADLINE),
+        ob.Mark(second, later, DEADLINE),
+        ob.Mark(receipt, LATER, DEADLINE),
+        ob.Mark(taken, LATER, DEADLINE),
+    ]
+    with store.transaction() as s:
+        claimed = ob.claim_published(s.connection(), marks)
+    assert claimed == {
+        first: ob.Claimed(True, "b1", NOW),
+        second: ob.Claimed(True, "b2", NOW),
+        receipt: ob.Claimed(True),
+    }
+    with store.transaction() as s:
+        for booking_id, at in (("b1", LATER), ("b2", later)):
+            row = st.get_booking(s, booking_id)
+            assert row is not None and (row.state, row.deadline_at) == ("SENT", DEADLINE)
+            assert [(h.target, h.at) for h in st.history(s, booking_id)][1:] == [("SENT", at)]
+            sent = [(m.msg_type, m.status, m.sent_at) for m in st.messages_for(s, booking_id)]
+            assert sent[0] == ("T", "sent", at)
+        assert st.outbox_backlog(s) == 0
+    with store.transaction() as s:  # marked once: a second batch marks nothing
+        assert ob.claim_published(s.connection(), marks) == {}
+        assert [h.target for h in st.history(s, "b1")] == ["REQUESTED", "SENT"]
+
+
 @pytest.mark.parametrize("store", ["postgresql"], indirect=True)
 def test_a_mark_after_publish_does_not_wait_for_the_disk(store: st.Store) -> None:
     with store.transaction() as s:
         oid = ob.insert_outgoing(s.connection(), _outgoing("m1"), "q_async", {}, NOW, _NEW_BOOKING)
     with store.transaction() as s:
-        assert ob.claim(s.connection(), oid, LATER, DEADLINE, wait_for_disk=False).row
+        assert ob.claim_published(s.connection(), [ob.Mark(oid, LATER, DEADLINE)])
         assert s.execute(text("SHOW synchronous_commit")).scalar() == "off"
     with store.transaction() as s:  # for that one transaction only
         assert s.execute(text("SHOW synchronous_commit")).scalar() == "on"

@@ -22,13 +22,14 @@ the database spends running it. The integration tests run both paths on both dat
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, case, func, insert, update
 
-from worker.adapters.store import fetch_pg
+from worker.adapters.store import fetch_all_pg, fetch_pg
 from worker.adapters.tables import BookingRow, HistoryRow, MessageRow, OutboxRow
 from worker.domain.booking import Action, Booking, State
 
@@ -200,61 +201,95 @@ def _first_move(booking_id: str, now: datetime) -> dict[str, Any]:
     return {"booking_id": booking_id, "source": None, "target": State.REQUESTED.value, "at": now}
 
 
-# PostgreSQL: the whole claim is one statement; it always returns one row.
-_CLAIM_PG = (
-    "WITH cfg AS MATERIALIZED"
-    " (SELECT set_config('synchronous_commit', %(synchronous_commit)s, true)),"
-    " o AS (UPDATE outbox SET published_at = %(now)s, attempts = attempts + 1,"
-    " leased_until = NULL"
-    " WHERE id = %(id)s AND published_at IS NULL RETURNING message_id),"
-    " m AS (UPDATE messages SET sent_at = coalesce(sent_at, %(now)s),"
+# PostgreSQL: a claim is one statement over the rows in `v` (one row, or a batch of marks
+# after their publish, each with its own time and deadline).
+_CLAIM_CTES = (
+    " o AS (UPDATE outbox SET published_at = v.at, attempts = attempts + 1,"
+    " leased_until = NULL FROM v"
+    " WHERE outbox.id = v.id AND outbox.published_at IS NULL"
+    " RETURNING outbox.id, outbox.message_id, v.at, v.deadline),"
+    " m AS (UPDATE messages SET sent_at = coalesce(sent_at, o.at),"
     " status = CASE WHEN status = %(queued)s THEN %(sent)s ELSE status END"
     " FROM o WHERE messages.id = o.message_id"
-    " RETURNING messages.booking_id, messages.msg_type),"
-    " b AS (UPDATE bookings SET state = %(dst)s, reason = NULL, updated_at = %(now)s,"
-    " deadline_at = %(deadline)s FROM m WHERE bookings.id = m.booking_id"
+    " RETURNING o.id AS outbox_id, messages.booking_id, messages.msg_type, o.at, o.deadline),"
+    " b AS (UPDATE bookings SET state = %(dst)s, reason = NULL, updated_at = m.at,"
+    " deadline_at = m.deadline FROM m WHERE bookings.id = m.booking_id"
     " AND m.msg_type <> %(receipt)s AND bookings.state = %(src)s"
-    " RETURNING bookings.id, bookings.created_at),"
+    " RETURNING m.outbox_id, bookings.id, bookings.created_at, m.at),"
     " h AS (INSERT INTO booking_history (booking_id, source, target, at)"
-    " SELECT id, %(src)s, %(dst)s, %(now)s FROM b)"
-    " SELECT (SELECT count(*) FROM o), b.id, b.created_at FROM cfg LEFT JOIN b ON true"
+    " SELECT id, %(src)s, %(dst)s, at FROM b)"
+)
+# One row: it always returns one row.
+_CLAIM_PG = " ".join(
+    (
+        "WITH v AS (SELECT %(id)s::integer AS id, %(now)s::timestamptz AS at,"
+        " %(deadline)s::timestamptz AS deadline),",
+        _CLAIM_CTES,
+        "SELECT (SELECT count(*) FROM o), b.id, b.created_at FROM (SELECT 1) one"
+        " LEFT JOIN b ON true",
+    )
+)
+# A batch of marks after their publish: one row per outbox row it marked. It does not wait
+# for the WAL flush (synchronous_commit off for this one transaction): a mark lost in a
+# database crash only means the row is published once more, same bytes and MsgId, when its
+# lease ends; nothing else depends on it.
+_CLAIM_PUBLISHED_PG = " ".join(
+    (
+        "WITH cfg AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)),"
+        " v AS (SELECT * FROM unnest(%(ids)s::integer[], %(ats)s::timestamptz[],"
+        " %(deadlines)s::timestamptz[]) AS v (id, at, deadline)),",
+        _CLAIM_CTES,
+        "SELECT o.id, b.id, b.created_at FROM cfg, o LEFT JOIN b ON b.outbox_id = o.id",
+    )
 )
 _RECEIPT = "APPREC"  # Process.APPREC: a receipt never moves its booking
+_CLAIM_CONSTANTS = {
+    "src": PUBLISHED_FROM,
+    "dst": PUBLISHED_TO,
+    "queued": "queued",
+    "sent": "sent",
+    "receipt": _RECEIPT,
+}
 
 
-def claim(
-    conn: Connection,
-    outbox_id: int,
-    now: datetime,
-    deadline: datetime,
-    *,
-    wait_for_disk: bool = True,
-) -> Claimed:
-    """Mark one outbox row published, its message sent and its booking SENT.
+@dataclass(frozen=True)
+class Mark:
+    """A leased row published at `at`: to be marked, its booking's deadline from then."""
 
-    Inside a transaction, before the publish: the row locks keep other relays off until
-    commit, and a failed publish rolls the marks back. After the publish (a leased row),
-    as one statement of its own. Returns Claimed(row=False) when the row was published
-    already (or, before a publish, is being published by another relay): then do not
-    publish it.
+    outbox_id: int
+    at: datetime
+    deadline: datetime
 
-    `wait_for_disk=False` (PostgreSQL: synchronous_commit off for this one transaction)
-    is for marks made after the publish: a mark lost in a database crash only means the
-    row is published once more, same bytes and MsgId, when its lease ends; nothing else
-    depends on it, so it need not wait for the WAL flush.
+
+def claim_published(conn: Connection, marks: Sequence[Mark]) -> dict[int, Claimed]:
+    """Mark rows that were published already (leased rows), many in one statement.
+
+    Returns what was marked, by outbox id; a row missing from the answer had been marked
+    by somebody else (its lease ran out and a relay published it too).
+    """
+    if conn.dialect.name != "postgresql":
+        claimed = {m.outbox_id: claim(conn, m.outbox_id, m.at, m.deadline) for m in marks}
+        return {oid: c for oid, c in claimed.items() if c.row}
+    params = {
+        "ids": [m.outbox_id for m in marks],
+        "ats": [m.at for m in marks],
+        "deadlines": [m.deadline for m in marks],
+        **_CLAIM_CONSTANTS,
+    }
+    rows = fetch_all_pg(conn, _CLAIM_PUBLISHED_PG, params)
+    return {oid: Claimed(True, booking_id, created_at) for oid, booking_id, created_at in rows}
+
+
+def claim(conn: Connection, outbox_id: int, now: datetime, deadline: datetime) -> Claimed:
+    """Mark one outbox row published, its message sent and its booking SENT, before the
+    publish, inside a transaction: the row locks keep other relays off until commit, and a
+    failed publish rolls the marks back.
+
+    Returns Claimed(row=False) when the row was published already or is being published by
+    another relay: then do not publish it.
     """
     if conn.dialect.name == "postgresql":
-        params = {
-            "id": outbox_id,
-            "now": now,
-            "deadline": deadline,
-            "src": PUBLISHED_FROM,
-            "dst": PUBLISHED_TO,
-            "queued": "queued",
-            "sent": "sent",
-            "receipt": _RECEIPT,
-            "synchronous_commit": "on" if wait_for_disk else "off",
-        }
+        params = {"id": outbox_id, "now": now, "deadline": deadline, **_CLAIM_CONSTANTS}
         claimed, booking_id, created_at = fetch_pg(conn, _CLAIM_PG, params)
         return Claimed(bool(claimed), booking_id, created_at)
     marked = conn.execute(

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from psycopg.pq import ExecStatus
 from psycopg.types.json import Json
@@ -46,6 +46,7 @@ from worker.errors import NotMigrated, StoreUnavailable
 
 log = logging.getLogger("timebok.store")
 moves_log = logging.getLogger("timebok.booking")
+T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 IDLE_PING_AFTER = 1.0  # seconds a pooled connection may idle before checkout pings it
 
@@ -290,8 +291,12 @@ def announce_moves(
     msg_id: str | None,
     created_at: datetime | None,
     moves: Sequence[tuple[str | None, str]],
+    at: datetime | None = None,
 ) -> None:
-    """One log line and one count per committed state change (never the reason: free text)."""
+    """One log line and one count per committed state change (never the reason: free text).
+
+    `at`: when the changes happened, if not just now (a mark written after its publish).
+    """
     for source, target in moves:
         moves_log.info(
             "booking state changed",
@@ -305,7 +310,7 @@ def announce_moves(
         )
         metrics.state_changed(target)
         if source == State.REQUESTED.value and target == State.SENT.value:
-            metrics.request_to_epj(metrics.since(created_at) or 0.0)
+            metrics.request_to_epj(metrics.since(created_at, at) or 0.0)
 
 
 def history(s: Session, booking_id: str) -> list[HistoryRow]:
@@ -342,10 +347,19 @@ def fetch_pg(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
     Returns its first row (None without one). Errors come out as SQLAlchemy's
     (IntegrityError, OperationalError), like any other.
     """
+    return _on_driver(conn, sql, params, _first_row)
+
+
+def fetch_all_pg(conn: Connection, sql: str, params: dict[str, Any]) -> list[Any]:
+    """As `fetch_pg`, all rows."""
+    return _on_driver(conn, sql, params, _all_rows)
+
+
+def _on_driver(conn: Connection, sql: str, params: dict[str, Any], rows: Callable[[Any], T]) -> T:
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql, params)
-        return _first_row(cursor)
+        return rows(cursor)
     except conn.dialect.loaded_dbapi.Error as exc:
         raise _dbapi_error(conn, cursor, sql, params, exc) from exc
     finally:
@@ -353,9 +367,16 @@ def fetch_pg(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
 
 
 def _first_row(cursor: Any) -> Any:
+    return cursor.fetchone() if _has_rows(cursor) else None
+
+
+def _all_rows(cursor: Any) -> list[Any]:
+    return list(cursor.fetchall()) if _has_rows(cursor) else []
+
+
+def _has_rows(cursor: Any) -> bool:
     # The result status, not `cursor.description`, which builds a column object per column.
-    rows = cursor.pgresult is not None and cursor.pgresult.status == ExecStatus.TUPLES_OK
-    return cursor.fetchone() if rows else None
+    return cursor.pgresult is not None and cursor.pgresult.status == ExecStatus.TUPLES_OK
 
 
 def _dbapi_error(conn: Connection, cursor: Any, sql: str, params: Any, exc: Any) -> Any:
