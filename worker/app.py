@@ -47,7 +47,8 @@ def deps() -> Deps:
         if _deps.store.is_postgres:  # see worker.marks; SQLite marks each row at once
             from worker.relay import write_marks
 
-            _deps.marks = Marks(partial(write_marks, _deps.store))
+            delay = _deps.settings.outbox_mark_delay
+            _deps.marks = Marks(partial(write_marks, _deps.store), delay=delay)
     return _deps
 
 

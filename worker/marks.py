@@ -55,17 +55,22 @@ class Marks:
         self._pid = 0
 
     def add(self, mark: Mark, then: Callable[[Claimed], None]) -> None:
-        """Queue a mark; `then` runs (in the writing thread) once it is written."""
+        """Queue a mark; `then` runs (in the writing thread) once it is written.
+
+        After `close` (a handler still finishing while the process shuts down) the mark is
+        written at once, in the caller's thread.
+        """
         with self._wake:
-            if self._closed:
-                raise RuntimeError("marks closed")
             self._waiting.append(Waiting(mark, then))
-            if self._thread is None or self._pid != os.getpid():  # none yet, or forked
-                self._pid = os.getpid()
+            closed = self._closed
+            if not closed and (self._thread is None or self._pid != os.getpid()):
+                self._pid = os.getpid()  # no thread yet, or this is a forked child
                 self._thread = threading.Thread(target=self._run, name="timebok-marks")
                 self._thread.daemon = True
                 self._thread.start()
             self._wake.notify()
+        if closed:
+            self.flush()
 
     def pending(self) -> int:
         """How many marks wait to be written."""

@@ -48,12 +48,26 @@ class Settings(BaseSettings):
     outbox_lease: float = Field(
         default=30.0, gt=0, description="seconds a new outbox row is left to its writer"
     )
+    outbox_mark_delay: float = Field(
+        default=0.05,
+        ge=0,
+        description="seconds a published row's mark waits for others to go in one statement",
+    )
     timeout_check_interval: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _default_epj_broker(self) -> Settings:
         if not self.epj_broker_url:
             self.epj_broker_url = self.broker_url
+        return self
+
+    @model_validator(mode="after")
+    def _mark_within_the_lease(self) -> Settings:
+        if self.outbox_mark_delay * 10 > self.outbox_lease:
+            raise ValueError(
+                "outbox_mark_delay must be at most a tenth of outbox_lease: a row whose mark "
+                "comes after its lease would be published a second time"
+            )
         return self
 
     @property

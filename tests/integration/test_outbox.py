@@ -276,6 +276,30 @@ def test_a_receipt_that_overtakes_the_marking_moves_the_booking_once(
     assert moves == [(None, "REQUESTED"), ("REQUESTED", "SENT"), ("SENT", "DELIVERED")]
 
 
+def test_a_worker_stopped_right_after_publishing_marks_its_rows_before_it_exits(
+    place: Place, deps: Deps
+) -> None:
+    """The worker marks published rows in batches (worker.marks): a warm shutdown writes the
+    marks still waiting, so no row is left for the relay to publish a second time."""
+    reqs = [place.request() for _ in range(6)]
+    env = place.env(outbox_mark_delay=2.0)  # marks wait long: the stop comes first
+    worker = h.worker(env, place.tmp / "worker.log").start()
+    try:
+        app = create_app(place.settings())
+        for req in reqs:
+            app.send_task(SUBMIT_TASK, args=[req], queue=REQUESTS_QUEUE)
+        got = epj.take(place.url, place.queue, len(reqs))
+    finally:
+        worker.stop()  # at once: the last marks are still waiting for their batch
+    for req in reqs:
+        after = stored(deps, req["request_id"])
+        assert after.state == "SENT", worker.text()[-3000:]
+        assert [r.published_at is not None for r in after.outbox] == [True]
+    assert relay(deps) == 0 and epj.depth(place.url, place.queue) == 0
+    assert len({d.msg_id for d in got}) == len(reqs)
+    assert "published twice" not in worker.text()
+
+
 # -- the EPJ broker is unreachable -------------------------------------------------------------
 
 RETRY = re.compile(r"Retry in ([0-9.]+)s")

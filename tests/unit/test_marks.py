@@ -6,10 +6,12 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from tests.conftest import wait_for
 from worker.adapters.outbox import Claimed, Mark
 from worker.marks import Marks
+from worker.settings import Settings
 
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -71,15 +73,15 @@ def test_a_failed_write_keeps_the_marks_and_the_next_attempt_writes_them() -> No
     assert writer.attempts == 3
 
 
-def test_close_writes_what_is_left_and_refuses_more() -> None:
+def test_close_writes_what_is_left_and_later_marks_at_once() -> None:
     writer, told = Writer(), list[Claimed]()
     marks = Marks(writer, delay=30)  # the thread would wait long: close() must not
     marks.add(mark(1), told.append)
     marks.add(mark(2), told.append)
     marks.close(timeout=5)
     assert writer.batches == [[1, 2]] and len(told) == 2
-    with pytest.raises(RuntimeError):
-        marks.add(mark(3), told.append)
+    marks.add(mark(3), told.append)  # a handler finishing during shutdown
+    assert writer.batches == [[1, 2], [3]] and len(told) == 3
 
 
 def test_a_failing_step_after_a_mark_does_not_lose_the_others() -> None:
@@ -117,3 +119,9 @@ def test_marks_from_many_threads_are_each_written_once() -> None:
     marks.close()
     written = [oid for batch in writer.batches for oid in batch]
     assert sorted(written) == list(range(1, 401)) and len(told) == 400
+
+
+def test_the_mark_delay_must_stay_well_inside_the_lease() -> None:
+    assert Settings(outbox_lease=1.0, outbox_mark_delay=0.1).outbox_mark_delay == 0.1
+    with pytest.raises(ValidationError, match="a tenth of outbox_lease"):
+        Settings(outbox_lease=1.0, outbox_mark_delay=0.2)
