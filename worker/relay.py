@@ -89,10 +89,11 @@ def relay(deps: Deps, *, ids: list[int] | None = None, limit: int = 200) -> int:
 def publish(deps: Deps, items: Iterable[Pending]) -> int:
     """Publish each item unless another relay has it already; returns how many it published.
 
-    A row this process holds the lease on is published, then marked published, each step
-    on its own: nobody else publishes it meanwhile, so no transaction stays open around the
-    publish. If the process dies in between, the row is republished (same bytes, same
-    MsgId) once the lease is over.
+    A row this process holds the lease on is published, then marked published: nobody else
+    publishes it meanwhile, so no transaction stays open around the publish. In the worker
+    on PostgreSQL the mark waits a moment to go in one statement with others (worker.marks).
+    If the process dies before the mark, the row is republished (same bytes, same MsgId)
+    once the lease is over.
 
     Any other row is claimed (marked published, its booking SENT) under row locks, then
     published, then committed: parallel relays never both publish it, and a failed publish

@@ -6,10 +6,11 @@ outbox row; on PostgreSQL as one statement (data-modifying CTEs), elsewhere as f
 row); on PostgreSQL one statement, elsewhere up to four. Two ways to use them (worker.relay):
 
 - fresh rows (a booking or receipt just written): inserted with a lease, so other relays
-  leave them alone; the writer publishes, then claims. Each step is one statement of its
+  leave them alone; the writer publishes, then marks them (`claim_published`, the marks of
+  several published rows in one statement: worker.marks). Each step is a statement of its
   own, with no transaction held open around the publish. A crash between publish and
-  claim republishes the same bytes with the same MsgId once the lease is over; a reply
-  that overtakes the claim finds its booking REQUESTED and moves it on (worker.replies).
+  mark republishes the same bytes with the same MsgId once the lease is over; a reply
+  that overtakes the mark finds its booking REQUESTED and moves it on (worker.replies).
 - everything else (the beat relay, resends, replays): claim inside a transaction, publish,
   commit. The UPDATE takes the row locks first, so parallel relays never both publish a
   row, and a failed publish rolls the marks back.
