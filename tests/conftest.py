@@ -80,7 +80,7 @@ class WorkerProcess:
             [
                 sys.executable,
                 "-m",
-                "worker.cli",
+                "worker.entrypoints.cli",
                 "worker",
                 f"--concurrency={self.concurrency}",
                 "--loglevel=INFO",

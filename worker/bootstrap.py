@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mappers.model import Party
-from worker.adapters.epj import EpjTransport, KombuTransport
 from worker.adapters.registry import AddressRegistry, Registry
-from worker.adapters.store import Store
-from worker.marks import Marks
+from worker.adapters.store.db import Store
+from worker.adapters.store.marks import Marks
+from worker.adapters.transports.kombu import EpjTransport, KombuTransport
 from worker.settings import Settings
 
 

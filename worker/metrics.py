@@ -5,7 +5,7 @@ the intake tasks, the main process runs the inbound consumer); with PROMETHEUS_M
 set each process writes its own mmap file and the scrape sums them. Queue depths, in-flight,
 dead letters and bookings by state are read at scrape time from the same data as
 `timebok status`, cached for a few seconds. Callers count only after their transaction has
-committed (see `worker.adapters.store.after_commit`), so a rolled-back attempt is never counted.
+committed (see `worker.adapters.store.db.after_commit`), so a rolled-back attempt is never counted.
 """
 
 from __future__ import annotations

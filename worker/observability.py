@@ -113,7 +113,8 @@ def init_sentry(settings: Settings, transport: type[Transport] | None = None) ->
 
 def start_worker(settings: Settings) -> None:
     """Before the pool forks: /metrics when TIMEBOK_METRICS_PORT is set, and error tracking."""
-    from worker import metrics, status
+    from worker import metrics
+    from worker.flows import status
 
     if settings.metrics_port or os.environ.get(metrics.MULTIPROC_ENV):
         metrics.use_multiprocess_dir()

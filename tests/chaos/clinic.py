@@ -16,7 +16,7 @@ from mappers import message as dialog_message
 from mappers.codes import Process, ReplyCode, RequestCode
 from mappers.model import AppRec, DialogMessage, Envelope, Event, Request
 from tests.chaos.harness import poll
-from worker.adapters.epj import dialog_headers, transport_headers
+from worker.adapters.transports.kombu import dialog_headers, transport_headers
 
 
 @dataclass(frozen=True)

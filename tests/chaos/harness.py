@@ -22,8 +22,8 @@ import redis
 from sqlalchemy import create_engine, text
 
 from tests.conftest import PG_URL, ROOT
-from worker.adapters.migrate import upgrade
-from worker.adapters.store import make_engine
+from worker.adapters.store.db import make_engine
+from worker.adapters.store.migrate import upgrade
 
 SAMPLE_CLINIC = "8090001"
 PROCESSES = '["timereservasjon", "timeonske", "avtaleavbestilling", "avtaleutsending"]'
@@ -257,7 +257,7 @@ class Service:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "worker.cli", *self.args],
+                [sys.executable, "-m", "worker.entrypoints.cli", *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

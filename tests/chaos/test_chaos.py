@@ -41,10 +41,10 @@ from tests.chaos import harness as h
 from tests.conftest import PG_URL
 from tests.support import fnr, request
 from worker import fnr as fnrs
-from worker.app import create_app
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
 from worker.domain.booking import TERMINAL, State, can_move
+from worker.entrypoints.app import create_app
 from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e

@@ -16,9 +16,9 @@ from tests.chaos import harness as h
 from tests.conftest import PG_URL
 from tests.support import request
 from worker.adapters import broker
-from worker.app import create_app
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+from worker.entrypoints.app import create_app
 from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PG_URL, ROOT
-from worker import demo
 from worker.domain.booking import State, can_move
+from worker.entrypoints import demo
 from worker.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -63,8 +63,8 @@ def test_demo_flow_on_postgres(redis_url: str, pg_schema: str, tmp_path: Path) -
 
 
 def _histories_are_legal(settings: Settings, ids: list[str]) -> None:
-    from worker import views
     from worker.bootstrap import bootstrap
+    from worker.flows import views
 
     deps = bootstrap(settings)
     try:
@@ -78,7 +78,7 @@ def _histories_are_legal(settings: Settings, ids: list[str]) -> None:
 
 def _run_demo(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo"],
+        [sys.executable, "-m", "worker.entrypoints.cli", "demo"],
         cwd=tmp_path,
         env=env | {"PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -11,7 +11,7 @@ import pytest
 from kombu import Connection, Queue
 
 from tests.conftest import PG_URL, ROOT, WorkerProcess, wait_for
-from worker.adapters.migrate import upgrade
+from worker.adapters.store.migrate import upgrade
 from worker.bootstrap import Deps, bootstrap
 from worker.settings import Settings
 
@@ -54,7 +54,7 @@ class Stack:
 
     def publish_raw(self, body: bytes, headers: dict[str, str]) -> None:
         """Put raw bytes on our inbound queue, as an EPJ system would."""
-        from worker.adapters.epj import Envelope
+        from worker.adapters.transports.kombu import Envelope
 
         self.deps.epj.publish(Envelope(self.settings.inbound_queue, body, headers))
 

@@ -23,7 +23,7 @@ def cli(
     env: dict[str, str], *args: str, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "worker.entrypoints.cli", *args],
         env=env,
         cwd=ROOT,
         input=stdin,

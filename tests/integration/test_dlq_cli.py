@@ -23,12 +23,12 @@ from tests.chaos import clinic as epj
 from tests.chaos.harness import private_schema, timebok_env, unique_her_id, write_registry
 from tests.conftest import PG_URL, ROOT
 from tests.support import request
-from worker.adapters.store import add_dead_letter, get_booking, utcnow
-from worker.adapters.tables import DeadLetterRow, MessageRow, NotificationRow
+from worker.adapters.store.db import add_dead_letter, get_booking, utcnow
+from worker.adapters.store.tables import DeadLetterRow, MessageRow, NotificationRow
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import REQUESTS_QUEUE
-from worker.inbound import receive
-from worker.outbound import submit
+from worker.flows.inbound import receive
+from worker.flows.outbound import submit
 from worker.settings import Settings, async_queue
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ class Ops:
     def cli(self, *args: str, ok: bool = True) -> Any:
         """Run `timebok ARGS` and return its parsed JSON output."""
         proc = subprocess.run(
-            [sys.executable, "-m", "worker.cli", *args],
+            [sys.executable, "-m", "worker.entrypoints.cli", *args],
             env=self.env,
             cwd=ROOT,
             capture_output=True,

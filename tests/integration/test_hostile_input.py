@@ -15,7 +15,7 @@ from tests.integration.test_inbound_flow import deliver, submitted, wait_state
 from tests.official import AVAILABLE as STANDARDS_AVAILABLE
 from tests.official import validate_official
 from tests.support import CLINIC, apprec_for, headers
-from worker.adapters.store import dead_letters
+from worker.adapters.store.db import dead_letters
 
 pytestmark = pytest.mark.integration
 CLINIC_QUEUE = f"{CLINIC}_async"

@@ -16,7 +16,7 @@ from tests.integration.test_outbound_flow import booking_state, send
 from tests.official import AVAILABLE as STANDARDS_AVAILABLE
 from tests.official import validate_official
 from tests.support import CLINIC, apprec_for, avtale, confirmed_event, fnr, headers, reply, request
-from worker import views
+from worker.flows import views
 
 pytestmark = pytest.mark.integration
 CLINIC_QUEUE = f"{CLINIC}_async"

@@ -21,10 +21,10 @@ from sqlalchemy import text
 from tests.chaos import harness as h
 from tests.conftest import PG_URL, ROOT
 from tests.support import fnr, request
-from worker.adapters.epj import Envelope, KombuTransport
-from worker.app import create_app, send_booking
+from worker.adapters.transports.kombu import Envelope, KombuTransport
 from worker.bootstrap import bootstrap
 from worker.constants import SUBMIT_TASK
+from worker.entrypoints.app import create_app, send_booking
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -209,7 +209,7 @@ def _clinic_publishes_an_appointment(env: dict[str, str], out: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "worker.cli",
+                "worker.entrypoints.cli",
                 "epj-sim",
                 "publish-appointment",
                 *("--clinic", "8090001", "--fnr", PHONE_PATIENT),

@@ -32,14 +32,15 @@ from mappers.model import DialogMessage
 from tests.conftest import PG_URL, REDIS_BASE, ROOT, WorkerProcess, _free_redis_db, wait_for
 from tests.integration.conftest import Stack
 from tests.support import CLINIC, apprec_for, confirmed_event, fnr, headers, reply, request
-from worker import metrics, views
-from worker.adapters import store as st
-from worker.adapters.epj import Envelope
-from worker.adapters.migrate import upgrade
-from worker.adapters.tables import DeadLetterRow
-from worker.app import create_app
+from worker import metrics
+from worker.adapters.store import db as st
+from worker.adapters.store.migrate import upgrade
+from worker.adapters.store.tables import DeadLetterRow
+from worker.adapters.transports.kombu import Envelope
 from worker.bootstrap import bootstrap
 from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+from worker.entrypoints.app import create_app
+from worker.flows import views
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,7 @@ def ops_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack,
 def status(stack: Stack) -> tuple[int, dict[str, Any]]:
     """`timebok status --json` as a subprocess with the stack's environment."""
     proc = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status", "--json"],
+        [sys.executable, "-m", "worker.entrypoints.cli", "status", "--json"],
         env=stack.env,
         cwd=ROOT,
         capture_output=True,
@@ -224,7 +225,7 @@ def test_status_json_matches_the_run_and_exits_nonzero(ops: Ops) -> None:
 
 def test_status_text_lists_what_needs_attention(ops: Ops) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "status"],
+        [sys.executable, "-m", "worker.entrypoints.cli", "status"],
         env=ops.stack.env,
         cwd=ROOT,
         capture_output=True,

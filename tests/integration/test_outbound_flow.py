@@ -14,9 +14,9 @@ from tests.integration.conftest import Stack
 from tests.official import AVAILABLE as STANDARDS_AVAILABLE
 from tests.official import validate_official
 from tests.support import CLINIC, request
-from worker import views
-from worker.app import create_app
 from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+from worker.entrypoints.app import create_app
+from worker.flows import views
 
 pytestmark = pytest.mark.integration
 CLINIC_QUEUE = f"{CLINIC}_async"
@@ -142,7 +142,7 @@ def test_bad_request_is_invalid_and_never_sent(stack: Stack, mutate, field: str)
 
 
 def test_malformed_json_is_invalid(stack: Stack) -> None:
-    from worker.outbound import payload_id
+    from worker.flows.outbound import payload_id
 
     raw = '{"request_id": "oops", "action": '
     send(stack, raw)

@@ -28,16 +28,16 @@ from tests.chaos import harness as h
 from tests.conftest import PG_URL, ROOT, wait_for
 from tests.support import apprec_for, request
 from tests.support import headers as headers_for
-from worker import dlq, inbound
-from worker.adapters.epj import Envelope
-from worker.adapters.store import dead_letters, get_booking, history
-from worker.adapters.tables import MessageRow, OutboxRow
-from worker.app import create_app
+from worker.adapters.store.db import dead_letters, get_booking, history
+from worker.adapters.store.tables import MessageRow, OutboxRow
+from worker.adapters.transports.kombu import Envelope
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import RELAY_TASK, REQUESTS_QUEUE, SUBMIT_TASK
+from worker.entrypoints.app import create_app
 from worker.errors import EpjUnavailable
-from worker.outbound import submit
-from worker.relay import relay
+from worker.flows import dlq, inbound
+from worker.flows.outbound import submit
+from worker.flows.relay import relay
 from worker.settings import Settings, async_queue
 
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ def crash_script(
     code = textwrap.dedent(
         f"""
         import json, os, signal, sys
-        from worker import outbound
+        from worker.flows import outbound
         from worker.bootstrap import bootstrap
 
         def die(*_a, **_k):
@@ -279,8 +279,9 @@ def test_a_receipt_that_overtakes_the_marking_moves_the_booking_once(
 def test_a_worker_stopped_right_after_publishing_marks_its_rows_before_it_exits(
     place: Place, deps: Deps
 ) -> None:
-    """The worker marks published rows in batches (worker.marks): a warm shutdown writes the
-    marks still waiting, so no row is left for the relay to publish a second time."""
+    """The worker marks published rows in batches (worker.adapters.store.marks): a warm
+    shutdown writes the marks still waiting, so no row is left for the relay to publish a
+    second time."""
     reqs = [place.request() for _ in range(6)]
     env = place.env(outbox_mark_delay=2.0)  # marks wait long: the stop comes first
     worker = h.worker(env, place.tmp / "worker.log").start()

@@ -16,12 +16,12 @@ from mappers.codes import AppRecStatus, ReplyCode
 from mappers.model import AppRec, DialogMessage, Party
 from tests.conftest import PG_URL, ROOT, WorkerProcess, wait_for
 from tests.support import apprec_for, confirmed_event, reply, request
-from worker import views
-from worker.adapters.epj import Envelope, KombuTransport
-from worker.adapters.migrate import upgrade
-from worker.app import create_app
+from worker.adapters.store.migrate import upgrade
+from worker.adapters.transports.kombu import Envelope, KombuTransport
 from worker.bootstrap import bootstrap
 from worker.constants import REQUESTS_QUEUE, SUBMIT_TASK
+from worker.entrypoints.app import create_app
+from worker.flows import views
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration

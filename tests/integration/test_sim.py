@@ -24,8 +24,8 @@ from mappers.model import AppRec, DialogMessage, Event, Party, Person, Practitio
 from mappers.outgoing import compose
 from worker import fnr as fnrs
 from worker import sim
-from worker.adapters.epj import Envelope, KombuTransport, transport_headers
 from worker.adapters.registry import Registry
+from worker.adapters.transports.kombu import Envelope, KombuTransport, transport_headers
 from worker.settings import Settings, async_queue
 
 pytestmark = pytest.mark.integration

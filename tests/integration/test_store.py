@@ -14,12 +14,12 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import PG_URL
-from worker.adapters import outbox as ob
-from worker.adapters import store as st
-from worker.adapters.migrate import current_revision, head_revision, upgrade
-from worker.adapters.tables import AppointmentRow, BookingRow, MessageRow, OutboxRow
+from worker.adapters.store import db as st
+from worker.adapters.store import outbox as ob
+from worker.adapters.store.migrate import current_revision, head_revision, upgrade
+from worker.adapters.store.tables import AppointmentRow, BookingRow, MessageRow, OutboxRow
 from worker.errors import NotMigrated
-from worker.inbox import AppointmentView, Notice, notify, upsert_appointment
+from worker.flows.inbox import AppointmentView, Notice, notify, upsert_appointment
 from worker.texts import NoticeContext
 
 pytestmark = pytest.mark.integration
@@ -229,7 +229,7 @@ def test_a_second_relay_waits_for_the_first_and_never_claims_twice(store: st.Sto
 def test_notification_key_prevents_a_second_write(store: st.Store) -> None:
     ctx = NoticeContext(clinic_name="Testlegekontoret")
     notice = Notice("13116900216", "confirmed", ctx, booking_id="b1")
-    from worker.adapters.tables import NotificationRow
+    from worker.adapters.store.tables import NotificationRow
 
     with store.transaction() as s:
         notify(s, notice)

@@ -19,15 +19,15 @@ from tests.chaos import clinic as epj
 from tests.chaos.harness import closed_port_url, private_schema, unique_her_id, write_registry
 from tests.conftest import PG_URL
 from tests.support import request
-from worker.adapters.store import dead_letters, get_booking
-from worker.adapters.tables import BookingRow, MessageRow, NotificationRow, OutboxRow
+from worker.adapters.store.db import dead_letters, get_booking
+from worker.adapters.store.tables import BookingRow, MessageRow, NotificationRow, OutboxRow
 from worker.bootstrap import Deps, bootstrap
 from worker.errors import EpjUnavailable
-from worker.inbound import receive
-from worker.outbound import submit
-from worker.relay import relay
+from worker.flows.inbound import receive
+from worker.flows.outbound import submit
+from worker.flows.relay import relay
+from worker.flows.timeouts import check
 from worker.settings import Settings, async_queue
-from worker.timeouts import check
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.bench import (
+from worker.bench.data import booking_request, patient_fnr, reservation
+from worker.bench.rig import pace, succeeded_at
+from worker.bench.run import (
     REQUIRED,
     Drained,
     format_lines,
@@ -18,8 +20,6 @@ from worker.bench import (
     scenarios,
     write_json,
 )
-from worker.benchdata import booking_request, patient_fnr, reservation
-from worker.benchrig import pace, succeeded_at
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from icalendar import Calendar
 
-from worker.adapters.tables import AppointmentRow
-from worker.ics import OSLO, to_ics
+from worker.adapters.store.tables import AppointmentRow
+from worker.flows.ics import OSLO, to_ics
 
 
 def _appointment(status: str = "Tildelt") -> AppointmentRow:

@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from tests.conftest import wait_for
-from worker.adapters.outbox import Claimed, Mark
-from worker.marks import Marks
+from worker.adapters.store.marks import Marks
+from worker.adapters.store.outbox import Claimed, Mark
 from worker.settings import Settings
 
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -15,7 +15,7 @@ from sentry_sdk.transport import Transport
 
 from tests.support import fnr
 from worker import observability
-from worker.adapters.migrate import upgrade
+from worker.adapters.store.migrate import upgrade
 from worker.bootstrap import bootstrap
 from worker.observability import SCRUBBED, init_sentry, scrub_event, scrub_text
 from worker.settings import Settings
@@ -116,7 +116,7 @@ def test_error_log_becomes_an_event_warning_does_not(
 
 def test_invalid_request_is_no_event(sentry: Settings, tmp_path: Path) -> None:
     """An INVALID request is a business outcome: stored, told, never reported as an error."""
-    from worker.outbound import submit
+    from worker.flows.outbound import submit
 
     deps = bootstrap(Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
     upgrade(deps.store.engine)

@@ -25,8 +25,8 @@ from mappers.errors import MapperError
 from mappers.model import AppRec, DialogMessage
 from tests.unit.mappers.mappers_cases import ALL, MESSAGES, RECEIPTS, build
 from worker import fnr as fnrs
-from worker.app import backoff
-from worker.outbound import _loose, payload_id
+from worker.entrypoints.app import backoff
+from worker.flows.outbound import _loose, payload_id
 from worker.request import BookingRequest, InvalidRequest, parse_request
 
 SETTINGS = settings(

@@ -28,8 +28,8 @@ from mappers.model import (
 from mappers.outgoing import compose
 from worker import fnr as fnrs
 from worker import sim
-from worker.adapters.epj import Envelope as Item
 from worker.adapters.registry import Registry
+from worker.adapters.transports.kombu import Envelope as Item
 
 CLINIC = Party("8090001", "Testlegekontoret")
 PORTAL = Party("8093244", "Helsenorge.no")

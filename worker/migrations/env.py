@@ -1,11 +1,11 @@
-"""Alembic environment: runs on the engine handed over by worker.adapters.migrate."""
+"""Alembic environment: runs on the engine handed over by worker.adapters.store.migrate."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Engine
 
-from worker.adapters.tables import Base
+from worker.adapters.store.tables import Base
 
 engine = context.config.attributes.get("engine")
 

@@ -42,8 +42,8 @@ from mappers.model import (
     Request,
 )
 from worker import fnr as fnrs
-from worker.adapters import epj
 from worker.adapters.registry import Clinic
+from worker.adapters.transports import kombu as epj
 from worker.errors import EpjUnavailable
 from worker.request import appointment_type_code
 from worker.settings import async_queue

@@ -33,7 +33,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.elements import TextClause
 
 from worker import metrics
-from worker.adapters.tables import (
+from worker.adapters.store.tables import (
     BookingRow,
     DeadLetterRow,
     HistoryRow,
@@ -47,7 +47,7 @@ from worker.errors import NotMigrated, StoreUnavailable
 log = logging.getLogger("timebok.store")
 moves_log = logging.getLogger("timebok.booking")
 T = TypeVar("T")
-MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 IDLE_PING_AFTER = 1.0  # seconds a pooled connection may idle before checkout pings it
 
 
@@ -206,7 +206,7 @@ class Store:
 
     def check_migrated(self) -> None:
         """Refuse to run on a database whose schema is not at the latest migration."""
-        from worker.adapters.migrate import current_revision, head_revision
+        from worker.adapters.store.migrate import current_revision, head_revision
 
         current, head = current_revision(self.engine), head_revision()
         if current != head:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event
 
-from worker.adapters.tables import AppointmentRow
+from worker.adapters.store.tables import AppointmentRow
 from worker.texts import STATUS_CANCELLED
 
 OSLO = ZoneInfo("Europe/Oslo")

@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from worker import views
+from worker.flows import views
 from worker.settings import Settings
 
 
@@ -56,8 +56,8 @@ def _worker(sub: Any) -> None:
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Start a worker after checking the database is migrated."""
-    from worker.app import create_app
     from worker.constants import MAINTENANCE_QUEUE, REQUESTS_QUEUE
+    from worker.entrypoints.app import create_app
     from worker.errors import NotMigrated
     from worker.observability import start_worker
 
@@ -90,7 +90,7 @@ def _beat(sub: Any) -> None:
 
 def run_beat(args: argparse.Namespace, settings: Settings) -> int:
     """Start Celery beat with timebok's schedule."""
-    from worker.app import create_app
+    from worker.entrypoints.app import create_app
     from worker.observability import init_sentry
 
     init_sentry(settings)
@@ -106,7 +106,7 @@ def _migrate(sub: Any) -> None:
 
 def run_migrate(_args: argparse.Namespace, settings: Settings) -> int:
     """Upgrade the database to the newest migration."""
-    from worker.adapters.migrate import current_revision, upgrade
+    from worker.adapters.store.migrate import current_revision, upgrade
 
     deps = _deps(settings)
     if settings.database_schema and deps.store.is_postgres:
@@ -131,9 +131,9 @@ def _submit(sub: Any) -> None:
 
 def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     """Queue the request on booking.requests exactly as the portal would."""
-    from worker.app import create_app, send_booking
     from worker.constants import REQUESTS_QUEUE
-    from worker.outbound import payload_id
+    from worker.entrypoints.app import create_app, send_booking
+    from worker.flows.outbound import payload_id
 
     raw = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
     try:
@@ -144,7 +144,7 @@ def run_submit(args: argparse.Namespace, settings: Settings) -> int:
     send_booking(app, payload)
     booking_id = payload_id(payload)
     data = {"booking_id": booking_id, "queue": REQUESTS_QUEUE, "queued": True}
-    from worker.cli import emit
+    from worker.entrypoints.cli import emit
 
     emit(args, data, lambda d: f"queued booking {d['booking_id']} on {d['queue']}")
     return 0
@@ -159,8 +159,8 @@ def _booking(sub: Any) -> None:
 
 def run_booking(args: argparse.Namespace, settings: Settings) -> int:
     """Show one booking."""
-    from worker.cli import emit
-    from worker.render import booking_text
+    from worker.entrypoints.cli import emit
+    from worker.entrypoints.render import booking_text
 
     emit(args, views.booking(_deps(settings), args.id), booking_text)
     return 0
@@ -178,8 +178,8 @@ def _inbox(sub: Any) -> None:
 
 def run_inbox(args: argparse.Namespace, settings: Settings) -> int:
     """Print the inbox."""
-    from worker.cli import emit
-    from worker.render import inbox_text
+    from worker.entrypoints.cli import emit
+    from worker.entrypoints.render import inbox_text
 
     emit(args, views.inbox(_deps(settings), args.fnr), inbox_text)
     return 0
@@ -194,8 +194,8 @@ def _appointments(sub: Any) -> None:
 
 def run_appointments(args: argparse.Namespace, settings: Settings) -> int:
     """Print the appointments."""
-    from worker.cli import emit
-    from worker.render import appointments_text
+    from worker.entrypoints.cli import emit
+    from worker.entrypoints.render import appointments_text
 
     emit(args, views.appointments(_deps(settings), args.fnr), appointments_text)
     return 0
@@ -210,7 +210,7 @@ def _ics(sub: Any) -> None:
 
 def run_ics(args: argparse.Namespace, settings: Settings) -> int:
     """Write the .ics file."""
-    from worker.ics import to_ics
+    from worker.flows.ics import to_ics
 
     data = to_ics(views.appointment(_deps(settings), args.uid))
     if args.output:
@@ -234,7 +234,7 @@ def _validate(sub: Any) -> None:
 def run_validate(args: argparse.Namespace, _settings: Settings) -> int:
     """Exit 0 when valid, 1 with one plain line per problem otherwise."""
     from mappers.explain import explain
-    from worker.cli import emit
+    from worker.entrypoints.cli import emit
 
     problems = explain(Path(args.file).read_bytes())
     data = {"file": args.file, "valid": not problems, "errors": problems}
@@ -277,9 +277,9 @@ def _dlq(sub: Any) -> None:
 
 def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     """List dead letters."""
-    from worker.adapters.store import dead_letters
-    from worker.cli import emit
-    from worker.render import dlq_text
+    from worker.adapters.store.db import dead_letters
+    from worker.entrypoints.cli import emit
+    from worker.entrypoints.render import dlq_text
 
     deps = _deps(settings)
     with deps.store.transaction() as s:
@@ -290,8 +290,8 @@ def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
     """Show one dead letter."""
-    from worker.adapters.store import get_dead_letter
-    from worker.cli import emit
+    from worker.adapters.store.db import get_dead_letter
+    from worker.entrypoints.cli import emit
 
     deps = _deps(settings)
     with deps.store.transaction() as s:
@@ -305,8 +305,8 @@ def run_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Replay one dead letter."""
-    from worker.cli import emit
-    from worker.dlq import replay
+    from worker.entrypoints.cli import emit
+    from worker.flows.dlq import replay
 
     result = replay(_deps(settings), args.id)
     emit(args, result, lambda d: f"replayed {d['id']}: {d['result']}")
@@ -315,8 +315,8 @@ def run_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_dlq_purge(args: argparse.Namespace, settings: Settings) -> int:
     """Delete old dead letters."""
-    from worker.cli import emit
-    from worker.dlq import purge
+    from worker.entrypoints.cli import emit
+    from worker.flows.dlq import purge
 
     n = purge(_deps(settings), args.older_than)
     emit(args, {"purged": n}, lambda d: f"purged {d['purged']} dead letters")
@@ -331,9 +331,9 @@ def _status(sub: Any) -> None:
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the status; exit 1 when something needs attention."""
-    from worker.cli import emit
-    from worker.render import status_text
-    from worker.status import collect
+    from worker.entrypoints.cli import emit
+    from worker.entrypoints.render import status_text
+    from worker.flows.status import collect
 
     data = collect(_deps(settings))
     emit(args, data, status_text)
@@ -355,7 +355,7 @@ def _demo(sub: Any) -> None:
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the scripted demo."""
-    from worker.demo import run
+    from worker.entrypoints.demo import run
 
     return run(settings)
 
@@ -374,6 +374,6 @@ def _bench(sub: Any) -> None:
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run the benchmark."""
-    from worker.bench import run
+    from worker.bench.run import run
 
     return run(settings, args.n, args.rounds)

@@ -10,8 +10,8 @@ from sqlalchemy import Boolean, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from worker import metrics, texts
-from worker.adapters.store import after_commit, held_booking, later, utcnow
-from worker.adapters.tables import AppointmentRow, BookingRow, NotificationRow, UtcDateTime
+from worker.adapters.store.db import after_commit, held_booking, later, utcnow
+from worker.adapters.store.tables import AppointmentRow, BookingRow, NotificationRow, UtcDateTime
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from worker.bench import BenchError, say
+from worker.bench.run import BenchError, say
 from worker.settings import Settings
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -66,8 +66,8 @@ def redis_db(broker_url: str) -> Iterator[str]:
 @contextmanager
 def pg_schema(database_url: str) -> Iterator[tuple[str, str]]:
     """(url, schema): a fresh migrated PostgreSQL schema, dropped afterwards."""
-    from worker.adapters.migrate import upgrade
-    from worker.adapters.store import make_engine
+    from worker.adapters.store.db import make_engine
+    from worker.adapters.store.migrate import upgrade
 
     url = database_url if make_url(database_url).get_backend_name() == "postgresql" else DEFAULT_PG
     shown = make_url(url).render_as_string(hide_password=True)
@@ -93,7 +93,7 @@ def pg_schema(database_url: str) -> Iterator[tuple[str, str]]:
 
 
 class BenchWorker:
-    """`python -m worker.bench` in its own process group, so it can be frozen and thawed."""
+    """`python -m worker.bench.run` in its own process group, so it can be frozen and thawed."""
 
     def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.proc, self.log = proc, log
@@ -193,7 +193,7 @@ def bench_worker(cfg: Settings, log: Path) -> Iterator[BenchWorker]:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.bench"],
+            [sys.executable, "-m", "worker.bench.run"],
             env=worker_env(cfg),
             stdout=out,
             stderr=subprocess.STDOUT,

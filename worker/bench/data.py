@@ -11,8 +11,8 @@ from typing import Any
 from mappers.codes import AppointmentType, Process, RequestCode
 from mappers.model import DialogMessage, Envelope, Event, Party, Person, Practitioner, Request
 from worker import fnr
-from worker.adapters.epj import Envelope as Outgoing
-from worker.adapters.epj import dialog_headers
+from worker.adapters.transports.kombu import Envelope as Outgoing
+from worker.adapters.transports.kombu import dialog_headers
 from worker.settings import async_queue
 
 NOOP_TASK = "timebok.bench.noop"

@@ -7,7 +7,7 @@ within `delay` seconds go in one statement, written by a background thread while
 handler goes on with the next message.
 
 Nothing depends on a mark being written at once: a reply that overtakes it finds its
-booking REQUESTED and moves it on (worker.replies), and a mark that is never written (the
+booking REQUESTED and moves it on (worker.flows.replies), and a mark that is never written (the
 process died) only means the row is published once more, same bytes and MsgId, when its
 lease ends. A mark that fails to write (database unavailable) is kept and tried again;
 `close` writes what is left when the process shuts down.
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from worker.adapters.outbox import Claimed, Mark
+from worker.adapters.store.outbox import Claimed, Mark
 
 log = logging.getLogger("timebok.relay")
 

@@ -8,7 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from worker.adapters.store import MIGRATIONS_DIR
+from worker.adapters.store.db import MIGRATIONS_DIR
 
 
 def _config(engine: Engine | None = None) -> Config:

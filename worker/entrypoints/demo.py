@@ -20,9 +20,10 @@ import redis
 
 from mappers.model import Person
 from worker import fnr as fnrs
-from worker import render, views
-from worker.adapters.migrate import upgrade
+from worker.adapters.store.migrate import upgrade
 from worker.bootstrap import Deps, bootstrap
+from worker.entrypoints import render
+from worker.flows import views
 from worker.settings import DEFAULT_DATA_DIR, Settings
 
 CLINIC, VIDEO_CLINIC, WISH_CLINIC, OFFLINE_CLINIC = "8090001", "8090020", "8090010", "8090030"
@@ -220,7 +221,7 @@ def process(args: list[str], env: dict[str, str], log: Path, ready: str | None) 
     """A `timebok ...` subprocess, stopped (TERM, then KILL) on the way out."""
     handle = log.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "worker.entrypoints.cli", *args],
         env=env,
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -294,7 +295,7 @@ def _state(deps: Deps, booking_id: str) -> str | None:
 
 
 def _submit_all(deps: Deps, settings: Settings, steps: list[Step], out: TextIO) -> None:
-    from worker.app import create_app, send_booking
+    from worker.entrypoints.app import create_app, send_booking
 
     app = create_app(settings)
     pending = list(steps)

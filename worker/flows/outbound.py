@@ -23,7 +23,7 @@ from mappers.model import (
 from worker import fnr as fnrs
 from worker import texts
 from worker.adapters.registry import Clinic
-from worker.adapters.store import (
+from worker.adapters.store.db import (
     add_dead_letter,
     add_history,
     after_commit,
@@ -33,13 +33,13 @@ from worker.adapters.store import (
     save_moves,
     utcnow,
 )
-from worker.adapters.tables import AppointmentRow, BookingRow, MessageRow
+from worker.adapters.store.tables import AppointmentRow, BookingRow, MessageRow
 from worker.bootstrap import Deps
-from worker.compose import Target, build_dialog, function_for
 from worker.constants import REQUESTS_QUEUE
 from worker.domain.booking import Action, Booking, State
-from worker.inbox import Notice, notify
-from worker.relay import Pending, pending_for, publish, queue_leased
+from worker.flows.compose import Target, build_dialog, function_for
+from worker.flows.inbox import Notice, notify
+from worker.flows.relay import Pending, pending_for, publish, queue_leased
 from worker.request import (
     BookingRequest,
     FieldError,

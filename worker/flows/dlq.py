@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from worker.adapters.store import get_dead_letter, get_message, utcnow
-from worker.adapters.tables import DeadLetterRow
+from worker.adapters.store.db import get_dead_letter, get_message, utcnow
+from worker.adapters.store.tables import DeadLetterRow
 from worker.bootstrap import Deps
-from worker.views import NotFound
+from worker.flows.views import NotFound
 
 
 def replay(deps: Deps, dl_id: int) -> dict[str, Any]:
@@ -65,11 +65,11 @@ def _forget_rejection(s: Any, msg_id: str) -> None:
 
 def _run(deps: Deps, kind: str, payload: bytes, headers: dict[str, Any]) -> str:
     if kind == "message":
-        from worker.inbound import receive
+        from worker.flows.inbound import receive
 
         received = receive(deps, payload, headers)
         return f"{received.outcome} {received.detail}".strip()
-    from worker.outbound import submit
+    from worker.flows.outbound import submit
 
     try:
         data: Any = json.loads(payload)

@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker import texts
-from worker.adapters.store import enqueue, save_moves, to_domain
-from worker.adapters.tables import BookingRow, MessageRow, OutboxRow
+from worker.adapters.store.db import enqueue, save_moves, to_domain
+from worker.adapters.store.tables import BookingRow, MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.domain.booking import Action, State
-from worker.inbox import Notice, notify
-from worker.relay import relay, transport_headers_for
+from worker.flows.inbox import Notice, notify
+from worker.flows.relay import relay, transport_headers_for
 from worker.settings import async_queue
 
 log = logging.getLogger("timebok.timeouts")

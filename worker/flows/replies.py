@@ -11,16 +11,22 @@ from sqlalchemy.orm import Session
 from mappers.codes import AppointmentType, AppRecError, AppRecStatus, ReplyCode, RequestCode
 from mappers.model import AppRec, DialogMessage, Event
 from worker import texts
-from worker.adapters.store import (
+from worker.adapters.store.db import (
     booking_by_message,
     get_booking,
     save_moves,
     to_domain,
 )
-from worker.adapters.tables import AppointmentRow, BookingRow, MessageRow
+from worker.adapters.store.tables import AppointmentRow, BookingRow, MessageRow
 from worker.bootstrap import Deps
 from worker.domain.booking import TERMINAL, Action, State
-from worker.inbox import AppointmentView, Notice, notify, set_appointment_status, upsert_appointment
+from worker.flows.inbox import (
+    AppointmentView,
+    Notice,
+    notify,
+    set_appointment_status,
+    upsert_appointment,
+)
 
 CONFIRM = frozenset({ReplyCode.CONFIRMED, ReplyCode.CHANGE_CONFIRMED, ReplyCode.CONFIRMED_OTHER})
 REFUSE = frozenset(

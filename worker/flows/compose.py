@@ -19,7 +19,7 @@ from mappers.model import (
 )
 from worker import texts
 from worker.adapters.registry import Clinic
-from worker.adapters.tables import AppointmentRow, BookingRow
+from worker.adapters.store.tables import AppointmentRow, BookingRow
 from worker.domain.booking import Action
 from worker.request import BookingRequest, appointment_type_code, relation_code
 

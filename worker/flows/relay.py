@@ -13,8 +13,8 @@ from sqlalchemy import Connection, Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from worker import metrics
-from worker.adapters.epj import Envelope, transport_headers
-from worker.adapters.outbox import (
+from worker.adapters.store.db import Store, announce_moves, later, utcnow
+from worker.adapters.store.outbox import (
     PUBLISHED_FROM,
     PUBLISHED_TO,
     Claimed,
@@ -24,8 +24,8 @@ from worker.adapters.outbox import (
     insert_outgoing,
     outgoing_pg,
 )
-from worker.adapters.store import Store, announce_moves, later, utcnow
-from worker.adapters.tables import MessageRow, OutboxRow
+from worker.adapters.store.tables import MessageRow, OutboxRow
+from worker.adapters.transports.kombu import Envelope, transport_headers
 from worker.bootstrap import Deps
 from worker.errors import EpjUnavailable
 from worker.settings import async_queue
@@ -91,7 +91,8 @@ def publish(deps: Deps, items: Iterable[Pending]) -> int:
 
     A row this process holds the lease on is published, then marked published: nobody else
     publishes it meanwhile, so no transaction stays open around the publish. In the worker
-    on PostgreSQL the mark waits a moment to go in one statement with others (worker.marks).
+    on PostgreSQL the mark waits a moment to go in one statement with others
+    (worker.adapters.store.marks).
     If the process dies before the mark, the row is republished (same bytes, same MsgId)
     once the lease is over.
 
@@ -268,7 +269,7 @@ def _publish_leased(deps: Deps, item: Pending) -> bool:
 
 
 def write_marks(store: Store, marks: list[Mark]) -> dict[int, Claimed]:
-    """Write marks of published leased rows in one statement (see worker.marks)."""
+    """Write marks of published leased rows in one statement (see worker.adapters.store.marks)."""
     with store.statement() as conn:
         return claim_published(conn, marks)
 

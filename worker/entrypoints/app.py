@@ -19,6 +19,7 @@ from kombu.messaging import Consumer
 from kombu.mixins import ConsumerMixin
 
 from worker.adapters.broker import transport_for
+from worker.adapters.store.marks import Marks
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import (
     MAINTENANCE_QUEUE,
@@ -28,7 +29,6 @@ from worker.constants import (
     TIMEOUTS_TASK,
 )
 from worker.errors import TransientError
-from worker.marks import Marks
 from worker.observability import scope, tag
 from worker.settings import Settings
 
@@ -44,8 +44,10 @@ def deps() -> Deps:
     global _deps
     if _deps is None:
         _deps = bootstrap(_settings)
-        if _deps.store.is_postgres:  # see worker.marks; SQLite marks each row at once
-            from worker.relay import write_marks
+        if (
+            _deps.store.is_postgres
+        ):  # see worker.adapters.store.marks; SQLite marks each row at once
+            from worker.flows.relay import write_marks
 
             delay = _deps.settings.outbox_mark_delay
             _deps.marks = Marks(partial(write_marks, _deps.store), delay=delay)
@@ -167,7 +169,7 @@ def _register_tasks(app: Celery, cfg: Settings) -> None:
     @app.task(name=SUBMIT_TASK, bind=True, max_retries=cfg.task_max_retries, Request=PrivateRequest)
     def submit_booking(self: Task, request: object) -> dict[str, Any]:
         """Take one booking request off booking.requests."""
-        from worker.outbound import submit
+        from worker.flows.outbound import submit
 
         tag(booking_id=request.get("request_id") if isinstance(request, dict) else None)
         try:
@@ -180,7 +182,7 @@ def _register_tasks(app: Celery, cfg: Settings) -> None:
     @app.task(name=RELAY_TASK)
     def relay_outbox() -> int:
         """Publish committed-but-unsent outbox rows."""
-        from worker.relay import relay
+        from worker.flows.relay import relay
 
         try:
             return relay(deps())
@@ -191,7 +193,7 @@ def _register_tasks(app: Celery, cfg: Settings) -> None:
     @app.task(name=TIMEOUTS_TASK)
     def check_timeouts() -> int:
         """Resend unanswered messages (same MsgId) and give up on overdue bookings."""
-        from worker.timeouts import check
+        from worker.flows.timeouts import check
 
         try:
             return check(deps())
@@ -205,7 +207,7 @@ def _retry_or_dead_letter(task: Task, exc: TransientError, request: object, cfg:
     if retries < cfg.task_max_retries:
         log.warning("transient error, retrying", extra={"attempt": retries + 1})
         raise task.retry(exc=exc, countdown=backoff(retries, cfg.retry_backoff_max))
-    from worker.adapters.store import add_dead_letter
+    from worker.adapters.store.db import add_dead_letter
 
     with deps().store.transaction() as s:
         add_dead_letter(
@@ -339,7 +341,7 @@ def _copy_key(message: Message) -> object:
 
 def handle_inbound(body: bytes, headers: dict[str, Any]) -> bool:
     """In a pool process: store one inbound message; True to ack it, False to requeue it."""
-    from worker.inbound import receive
+    from worker.flows.inbound import receive
 
     try:
         with scope(msg_id=str(headers.get("msgId") or "")):

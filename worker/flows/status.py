@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from worker.adapters.epj import EpjTransport, KombuTransport
-from worker.adapters.store import bookings_by_state, outbox_backlog, utcnow
-from worker.adapters.tables import BookingRow, DeadLetterRow, OutboxRow
+from worker.adapters.store.db import bookings_by_state, outbox_backlog, utcnow
+from worker.adapters.store.tables import BookingRow, DeadLetterRow, OutboxRow
+from worker.adapters.transports.kombu import EpjTransport, KombuTransport
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import MAINTENANCE_QUEUE, REQUESTS_QUEUE
 from worker.domain.booking import State

@@ -27,7 +27,7 @@ from mappers.model import DialogMessage
 from worker.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.benchrig import Rig
+    from worker.bench.rig import Rig
 
 REQUIRED = (
     "noop_per_s",
@@ -136,7 +136,7 @@ def say(line: str) -> None:
 
 def measure(settings: Settings, n: int, rounds: int = ROUNDS) -> dict[str, float]:
     """Set up the private stack, run every scenario, tear everything down."""
-    from worker.benchrig import private_stack
+    from worker.bench.rig import private_stack
 
     with private_stack(settings, n) as rig:
         return scenarios(rig, n, rounds)
@@ -206,7 +206,7 @@ def mapping_rate(seconds: float = MAPPING_SECONDS, distinct: int = 1000) -> floa
     starts, so only the mapper is timed.
     """
     from mappers import message as dialog_message
-    from worker.benchdata import reservation
+    from worker.bench.data import reservation
 
     messages = [reservation(i) for i in range(distinct)]
     dialog_message.build(messages[0])  # compile the schema outside the clock
@@ -223,7 +223,7 @@ def lxml_rate(seconds: float = MAPPING_SECONDS, distinct: int = 1000) -> float:
 
     from mappers import message as dialog_message
     from mappers.xmlsafe import schema
-    from worker.benchdata import reservation
+    from worker.bench.data import reservation
 
     documents = [dialog_message.build(reservation(i)) for i in range(distinct)]
     xsd = schema()
@@ -246,7 +246,7 @@ def _rate_of(what: str, items: Sequence[T], work: Callable[[T], object], seconds
     return done / elapsed
 
 
-# -- the bench worker (python -m worker.bench) ------------------------------------------------
+# -- the bench worker (python -m worker.bench.run) ------------------------------------------------
 
 
 def noop() -> None:
@@ -259,8 +259,8 @@ def serve(concurrency: int = 2) -> int:
 
     from celery import shared_task
 
-    from worker.benchdata import NOOP_TASK
-    from worker.commands import run_worker
+    from worker.bench.data import NOOP_TASK
+    from worker.entrypoints.commands import run_worker
     from worker.logs import setup_logging
 
     settings = Settings()

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from worker import views
+from worker.flows import views
 from worker.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings come from TIMEBOK_* environment variables (see README).",
     )
     sub = parser.add_subparsers(metavar="COMMAND")
-    from worker import commands
+    from worker.entrypoints import commands
 
     commands.register(sub)
     return parser

@@ -18,12 +18,12 @@ from sqlalchemy import select
 
 from mappers import incoming
 from mappers.model import DialogMessage
-from worker.adapters.tables import MessageRow, NotificationRow, OutboxRow
-from worker.app import send_booking
-from worker.bench import BenchError, Drained, latency_ms, per_second, percentile, say
-from worker.benchdata import CLINIC, NOOP_TASK, booking_request, confirmation
-from worker.benchenv import BenchWorker, bench_worker, pg_schema, redis_db
+from worker.adapters.store.tables import MessageRow, NotificationRow, OutboxRow
+from worker.bench.data import CLINIC, NOOP_TASK, booking_request, confirmation
+from worker.bench.env import BenchWorker, bench_worker, pg_schema, redis_db
+from worker.bench.run import BenchError, Drained, latency_ms, per_second, percentile, say
 from worker.constants import REQUESTS_QUEUE
+from worker.entrypoints.app import send_booking
 from worker.settings import DEFAULT_DATA_DIR, Settings, async_queue
 
 WARMUP = 16  # of each kind, so every process has imported, connected and compiled first
@@ -118,11 +118,11 @@ def succeeded_at(raw: bytes) -> list[float]:
 
 
 class Rig:
-    """The scenarios, each measured the same way (see worker.bench)."""
+    """The scenarios, each measured the same way (see worker.bench.run)."""
 
     def __init__(self, cfg: Settings, worker: BenchWorker, timeout: float) -> None:
-        from worker.app import create_app
         from worker.bootstrap import bootstrap
+        from worker.entrypoints.app import create_app
 
         self.cfg, self.worker, self.timeout = cfg, worker, timeout
         self.deps = bootstrap(cfg)

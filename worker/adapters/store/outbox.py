@@ -3,14 +3,14 @@
 `insert_outgoing` writes the booking (when new), its first history row, the message and its
 outbox row; on PostgreSQL as one statement (data-modifying CTEs), elsewhere as four.
 `claim` marks the row published, the message sent and the booking SENT (with its history
-row); on PostgreSQL one statement, elsewhere up to four. Two ways to use them (worker.relay):
+row); on PostgreSQL one statement, elsewhere up to four. Two ways to use them (worker.flows.relay):
 
 - fresh rows (a booking or receipt just written): inserted with a lease, so other relays
   leave them alone; the writer publishes, then marks them (`claim_published`, the marks of
-  several published rows in one statement: worker.marks). Each step is a statement of its
-  own, with no transaction held open around the publish. A crash between publish and
-  mark republishes the same bytes with the same MsgId once the lease is over; a reply
-  that overtakes the mark finds its booking REQUESTED and moves it on (worker.replies).
+  several published rows in one statement: worker.adapters.store.marks). Each step is a
+  statement of its own, with no transaction held open around the publish. A crash between
+  publish and mark republishes the same bytes with the same MsgId once the lease is over; a reply
+  that overtakes the mark finds its booking REQUESTED and moves it on (worker.flows.replies).
 - everything else (the beat relay, resends, replays): claim inside a transaction, publish,
   commit. The UPDATE takes the row locks first, so parallel relays never both publish a
   row, and a failed publish rolls the marks back.
@@ -30,8 +30,8 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, case, func, insert, update
 
-from worker.adapters.store import fetch_all_pg, fetch_pg
-from worker.adapters.tables import BookingRow, HistoryRow, MessageRow, OutboxRow
+from worker.adapters.store.db import fetch_all_pg, fetch_pg
+from worker.adapters.store.tables import BookingRow, HistoryRow, MessageRow, OutboxRow
 from worker.domain.booking import Action, Booking, State
 
 bookings = cast(Table, BookingRow.__table__)
@@ -175,7 +175,8 @@ def insert_outgoing(
     `answered`: a message row (all columns) to insert too, the inbound message an AppRec
     answers; its MsgId already stored raises IntegrityError. `leased_until`: the writer
     publishes the row itself and other relays
-    leave it alone until then (worker.relay). A booking id already stored raises IntegrityError.
+    leave it alone until then (worker.flows.relay). A booking id already stored raises
+    IntegrityError.
     """
     if conn.dialect.name == "postgresql":
         sql, params = outgoing_pg(message, queue, headers, now, booking, leased_until, answered)

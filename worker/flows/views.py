@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from worker import inbox as inbox_store
-from worker.adapters import store as st
-from worker.adapters.tables import AppointmentRow, DeadLetterRow
+from worker.adapters.store import db as st
+from worker.adapters.store.tables import AppointmentRow, DeadLetterRow
 from worker.bootstrap import Deps
+from worker.flows import inbox as inbox_store
 
 
 class NotFound(Exception):

@@ -20,7 +20,7 @@ from mappers.codes import AppRecError, AppRecStatus, Process
 from mappers.errors import MapperError
 from mappers.model import AppRec, DialogMessage, OriginalMsgRef, Party, ReceiptError
 from worker import metrics
-from worker.adapters.store import (
+from worker.adapters.store.db import (
     add_dead_letter,
     after_commit,
     enqueue,
@@ -28,17 +28,17 @@ from worker.adapters.store import (
     sent_info,
     utcnow,
 )
-from worker.adapters.tables import MessageRow, OutboxRow
+from worker.adapters.store.tables import MessageRow, OutboxRow
 from worker.bootstrap import Deps
 from worker.errors import TransientError
-from worker.relay import (
+from worker.flows.relay import (
     Pending,
     pending_row,
     publish,
     queue_leased_at_commit,
     transport_headers_for,
 )
-from worker.replies import Outcome, apply_dialog, apply_receipt
+from worker.flows.replies import Outcome, apply_dialog, apply_receipt
 from worker.settings import async_queue
 
 log = logging.getLogger("timebok.inbound")

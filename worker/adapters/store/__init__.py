@@ -1,0 +1,1 @@
+"""The database: engine and session helpers, tables, the outbox, migrations, marks."""

@@ -1,0 +1,1 @@
+"""EPJ transports: how documents reach clinic queues and come back."""

@@ -1,0 +1,1 @@
+"""The benchmark rig: `timebok bench` (run), its environment, scenarios and data."""

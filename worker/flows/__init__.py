@@ -1,0 +1,1 @@
+"""Use cases, one a module: what timebok does with a request, a message or a tick."""
