@@ -10,7 +10,6 @@ fields are replaced wherever they appear.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,19 +108,6 @@ def init_sentry(settings: Settings, transport: type[Transport] | None = None) ->
     _initialised = True
     log.info("error tracking on", extra={"environment": settings.environment})
     return True
-
-
-def start_worker(settings: Settings) -> None:
-    """Before the pool forks: /metrics when TIMEBOK_METRICS_PORT is set, and error tracking."""
-    from worker import metrics
-    from worker.flows import status
-
-    if settings.metrics_port or os.environ.get(metrics.MULTIPROC_ENV):
-        metrics.use_multiprocess_dir()
-    if settings.metrics_port:
-        collector = metrics.StatusCollector(status.source(settings), settings.own_her_id)
-        metrics.serve(settings.metrics_port, collector)
-    init_sentry(settings)
 
 
 def tag(booking_id: str | None = None, msg_id: str | None = None) -> None:

@@ -260,7 +260,7 @@ def serve(concurrency: int = 2) -> int:
     from celery import shared_task
 
     from worker.bench.data import NOOP_TASK
-    from worker.entrypoints.commands import run_worker
+    from worker.entrypoints.processes import run_worker
     from worker.logs import setup_logging
 
     settings = Settings()

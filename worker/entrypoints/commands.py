@@ -51,35 +51,13 @@ def _worker(sub: Any) -> None:
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--pool", default="prefork", help="prefork (default), solo or threads")
     p.add_argument("-n", "--hostname", default=None, help="node name (default timebok@%%h)")
-    p.set_defaults(handler=run_worker)
+    p.set_defaults(handler=_run_worker)
 
 
-def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    """Start a worker after checking the database is migrated."""
-    from worker.constants import MAINTENANCE_QUEUE, REQUESTS_QUEUE
-    from worker.entrypoints.app import create_app
-    from worker.errors import NotMigrated
-    from worker.observability import start_worker
+def _run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.entrypoints.processes import run_worker
 
-    start_worker(settings)  # before any metric exists and before the pool forks
-    try:
-        _deps(settings).store.check_migrated()
-    except NotMigrated as exc:
-        print(f"timebok: {exc}", file=sys.stderr)
-        return 2
-    app = create_app(settings)
-    argv = [
-        "worker",
-        f"--queues={REQUESTS_QUEUE},{MAINTENANCE_QUEUE}",
-        f"--concurrency={args.concurrency}",
-        f"--loglevel={args.loglevel}",
-        f"--pool={args.pool}",
-        f"--hostname={args.hostname or 'timebok@%h'}",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    app.worker_main(argv)
-    return 0
+    return run_worker(args, settings)
 
 
 def _beat(sub: Any) -> None:
