@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, lru_cache, wraps
 from pathlib import Path
@@ -27,6 +29,7 @@ from mappers.errors import (
     EmptyDocument,
     HostileXml,
     InvalidInput,
+    MapperError,
     NotWellFormed,
     SchemaInvalid,
     TooDeep,
@@ -50,12 +53,40 @@ PREFIXES: dict[str, str] = {
 }
 
 _XML_DECL = re.compile(rb"<\?xml\s[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']")
+_XML_DECL_TEXT = re.compile(r"\A(<\?xml\s[^>]*?encoding\s*=\s*)[\"']([^\"']*)[\"']")
+_ENC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,39}")  # XML 1.0 EncName, capped
 _PROLOG_ITEM = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.DOTALL)
 _CLARK = re.compile(r"\{([^}]*)\}")
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+@dataclass(frozen=True)
+class _Family:
+    """A Unicode encoding form recognised by its byte-order mark or first characters."""
+
+    name: str  # as a declaration names it
+    codec: str  # the Python codec that decodes the whole document (BOM included)
+    codecs: frozenset[str]  # Python names of the declarations that agree with it
+    width: int  # bytes per code unit
+
+
+_UTF8 = _Family("UTF-8", "utf-8-sig", frozenset({"utf-8", "utf-8-sig"}), 1)
+_UTF16 = frozenset({"utf-16", "utf-16-le", "utf-16-be"})
+_UTF32 = frozenset({"utf-32", "utf-32-le", "utf-32-be"})
+# XML 1.0 appendix F; the four-byte forms first, since a UTF-32LE mark starts like UTF-16LE's.
+_SIGNATURES: tuple[tuple[bytes, _Family], ...] = (
+    (b"\x00\x00\xfe\xff", _Family("UTF-32", "utf-32", _UTF32, 4)),
+    (b"\xff\xfe\x00\x00", _Family("UTF-32", "utf-32", _UTF32, 4)),
+    (b"\x00\x00\x00<", _Family("UTF-32BE", "utf-32-be", _UTF32, 4)),
+    (b"<\x00\x00\x00", _Family("UTF-32LE", "utf-32-le", _UTF32, 4)),
+    (_UTF8_BOM, _UTF8),
+    (b"\xfe\xff", _Family("UTF-16", "utf-16", _UTF16, 2)),
+    (b"\xff\xfe", _Family("UTF-16", "utf-16", _UTF16, 2)),
+    (b"\x00<\x00?", _Family("UTF-16BE", "utf-16-be", _UTF16, 2)),
+    (b"<\x00?\x00", _Family("UTF-16LE", "utf-16-le", _UTF16, 2)),
+)
 
 
 class _PerThread(threading.local):
@@ -80,12 +111,12 @@ _local = _PerThread()
 
 
 def parse(data: bytes, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> etree._Element:
-    """Parse untrusted bytes, refusing empty, oversized, non-UTF-8, DTD-bearing or too deep XML."""
+    """Parse untrusted bytes; refuse empty, oversized, misencoded, DTD-bearing or too deep XML."""
     if len(data) > max_bytes:
         raise TooLarge(f"document is {len(data)} bytes, over the cap of {max_bytes} bytes")
     if not data or data.isspace():
         raise EmptyDocument("empty document")
-    _check_utf8(data)
+    data = as_utf8(data)
     _check_prolog(data)
     root = _parse(data)
     if root.getroottree().docinfo.internalDTD is not None:
@@ -94,14 +125,117 @@ def parse(data: bytes, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH
     return root
 
 
+def as_utf8(data: bytes) -> bytes:
+    """The document as UTF-8 bytes, checked against its byte-order mark and declaration.
+
+    UTF-8 input comes back as it is. Any other encoding the document declares correctly
+    (ISO-8859-1, windows-1252, UTF-16 with its byte-order mark, ...) and both Python and
+    lxml know is decoded strictly and re-encoded as UTF-8 with the declaration changed to
+    match, so every later check sees exactly the text lxml parses. Bytes that contradict
+    their declaration, and non-UTF-8 bytes without one, are BadEncoding (T01).
+    """
+    family = _family(data)
+    declared = _declared(data, family)
+    utf8 = declared is None or _codec_name(declared) in _UTF8.codecs
+    if utf8 and (family is None or family is _UTF8):
+        _check_utf8(data)
+        return data
+    text = _decode(data, family, declared)
+    if not text.strip():
+        raise EmptyDocument("empty document")
+    return _XML_DECL_TEXT.sub(r'\g<1>"UTF-8"', text, count=1).encode("utf-8")
+
+
+def document_text(data: bytes) -> str:
+    """Best-effort text of a stored document for people to read (never for parsing)."""
+    try:
+        return as_utf8(data).decode("utf-8")
+    except MapperError:
+        return data.decode("utf-8", "replace")
+
+
+def _family(data: bytes) -> _Family | None:
+    """The Unicode encoding form a byte-order mark or the first characters show, if any."""
+    for prefix, family in _SIGNATURES:
+        if data.startswith(prefix):
+            return family
+    return None
+
+
+def _declared(data: bytes, family: _Family | None) -> str | None:
+    """The encoding name of the XML declaration; BadEncoding when it is no encoding name."""
+    if family is None:
+        found = _XML_DECL.match(data)
+        name = None if found is None else found.group(1).decode("ascii", "replace")
+    else:
+        head = data[: 512 * family.width].decode(family.codec, "ignore")
+        found_text = _XML_DECL_TEXT.match(head.removeprefix("\ufeff"))
+        name = None if found_text is None else found_text.group(2)
+    if name is not None and not _ENC_NAME.fullmatch(name):
+        raise BadEncoding(f"declared encoding {name[:40]!r} is not an encoding name")
+    return name
+
+
+def _decode(data: bytes, family: _Family | None, declared: str | None) -> str:
+    """Strictly decode a non-UTF-8 document, refusing any contradiction."""
+    label = declared or (family.name if family is not None else "UTF-8")
+    codec = _codec_name(label)
+    if codec is None or not _lxml_knows(label):
+        raise BadEncoding(f"declared encoding {label!r} is not one timebok can read")
+    if family is not None and codec not in family.codecs:
+        raise BadEncoding(
+            f"declared encoding {label!r} contradicts the document's {family.name} "
+            "byte-order mark or first characters"
+        )
+    try:
+        text = data.decode(family.codec if family is not None else codec)
+    except UnicodeDecodeError as exc:
+        bad = data[exc.start]
+        raise BadEncoding(
+            f"not valid {label}: byte 0x{bad:02x} at offset {exc.start} ({exc.reason})"
+        ) from exc
+    if family is None and not data.isascii() and _is_utf8(data):
+        # Every byte is valid ISO-8859-1, so only this shows the usual mistake: UTF-8 text
+        # under a single-byte declaration (genuine Norwegian ISO-8859-1 is never valid UTF-8).
+        raise BadEncoding(f"declared encoding {label!r}, but the bytes are UTF-8")
+    return text.removeprefix("\ufeff")
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether the bytes are valid UTF-8."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=64)
+def _codec_name(label: str) -> str | None:
+    """Python's canonical name for an encoding label; None when it is not a text encoding."""
+    try:
+        info = codecs.lookup(label)
+        "".encode(info.name)  # LookupError for bytes-to-bytes and text-to-text codecs
+    except LookupError:
+        return None
+    return info.name
+
+
+@lru_cache(maxsize=64)
+def _lxml_knows(label: str) -> bool:
+    """Whether libxml2 reads a document declaring `label` (a tiny probe, once per label)."""
+    codec = _codec_name(label)
+    if codec is None:
+        return False
+    probe = f'<?xml version="1.0" encoding="{label}"?><a/>'
+    try:
+        return etree.fromstring(probe.encode(codec), _parser()).tag == "a"
+    except (UnicodeError, etree.XMLSyntaxError):
+        return False
+
+
 def _check_utf8(data: bytes) -> None:
-    """Refuse anything that is not UTF-8, naming the offending byte."""
-    if data.startswith(_UTF16_BOMS):
-        raise BadEncoding("document starts with a UTF-16 byte-order mark; only UTF-8 is accepted")
-    declared = _XML_DECL.match(data.removeprefix(_UTF8_BOM))
-    if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
-        name = declared.group(1).decode("ascii", "replace")
-        raise BadEncoding(f"declared encoding {name!r}; only UTF-8 is accepted")
+    """Refuse bytes that are not UTF-8, naming the offending byte."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from mappers import xmlsafe
 from worker.adapters.store import db as st
 from worker.adapters.store.tables import AppointmentRow, DeadLetterRow
 from worker.bootstrap import Deps
@@ -125,5 +126,6 @@ def dead_letter_dict(d: DeadLetterRow, *, payload: bool = False) -> dict[str, An
     }
     if payload:
         out["headers"] = d.headers
-        out["payload"] = d.payload.decode("utf-8", "replace")
+        # A clinic may send ISO-8859-1 or UTF-16: show the text, the bytes stay as received.
+        out["payload"] = xmlsafe.document_text(d.payload)
     return out

@@ -35,9 +35,12 @@ CASES = [
     ("external_entity.xml", HostileXml, T01),
     ("external_dtd.xml", HostileXml, T01),
     ("parameter_entity.xml", HostileXml, T01),
-    ("latin1_declared.xml", BadEncoding, T01),
     ("latin1_undeclared.xml", BadEncoding, T01),
-    ("utf16.xml", BadEncoding, T01),
+    ("latin1_no_declaration.xml", BadEncoding, T01),
+    ("utf8_declared_latin1.xml", BadEncoding, T01),
+    ("utf16_bom_declared_latin1.xml", BadEncoding, T01),
+    ("windows1252_undefined_byte.xml", BadEncoding, T01),
+    ("unknown_encoding.xml", BadEncoding, T01),
     ("empty.xml", EmptyDocument, T01),
     ("whitespace_only.xml", EmptyDocument, T01),
     ("unsupported_process.xml", UnsupportedMessage, T10),
@@ -75,8 +78,12 @@ def test_hostile_inputs_never_reach_the_file_system() -> None:
 def test_encoding_errors_name_the_offending_byte() -> None:
     with pytest.raises(BadEncoding, match=r"byte 0x(c3|f8|e6|c5|d8) at offset \d+"):
         incoming.parse_any((MALFORMED / "latin1_undeclared.xml").read_bytes())
-    with pytest.raises(BadEncoding, match="declared encoding 'ISO-8859-1'"):
-        incoming.parse_any((MALFORMED / "latin1_declared.xml").read_bytes())
+    with pytest.raises(BadEncoding, match=r"not valid windows-1252: byte 0x81 at offset \d+"):
+        incoming.parse_any((MALFORMED / "windows1252_undefined_byte.xml").read_bytes())
+    with pytest.raises(
+        BadEncoding, match="declared encoding 'ISO-8859-1', but the bytes are UTF-8"
+    ):
+        incoming.parse_any((MALFORMED / "utf8_declared_latin1.xml").read_bytes())
 
 
 def test_oversized_document_is_refused_before_parsing() -> None:
