@@ -132,12 +132,12 @@ RELATION_NAMES: dict[RelationCode, str] = {
 
 
 class AppointmentType(StrEnum):
-    """Code list 7617 (Timetype innbyggerportal), the subset timebok books."""
+    """Code list 7617 (Timetype innbyggerportal), the subset timebok books: the codes are words."""
 
-    ORDINARY = "1"  # Ordinær (in person)
-    URGENT = "2"  # Hastetime
-    VIDEO = "3"  # Video
-    PHONE = "4"  # Telefon
+    ORDINARY = "Ordinær"  # ordinary, in person
+    URGENT = "Hastetime"  # urgent
+    VIDEO = "Video"  # video consultation
+    PHONE = "Telefon"  # [our choice] the published list has no code for a phone appointment
 
 
 APPOINTMENT_TYPE_NAMES: dict[AppointmentType, str] = {
@@ -145,6 +145,49 @@ APPOINTMENT_TYPE_NAMES: dict[AppointmentType, str] = {
     AppointmentType.URGENT: "Hastetime",
     AppointmentType.VIDEO: "Video",
     AppointmentType.PHONE: "Telefon",
+}
+
+# The rest of the published list: real appointment types timebok reads as "no known type".
+OTHER_APPOINTMENT_TYPES = frozenset(
+    {"Tidsvindu", "Gruppe", "Vaksine", "Lab", "Koronatest", "Koronavaksine"}
+)
+
+# The numeric stand-ins of earlier releases, still read on input for one release.
+LEGACY_APPOINTMENT_TYPES: dict[str, AppointmentType] = {
+    "1": AppointmentType.ORDINARY,
+    "2": AppointmentType.URGENT,
+    "3": AppointmentType.VIDEO,
+    "4": AppointmentType.PHONE,
+}
+
+
+def appointment_type(code: str) -> AppointmentType | None:
+    """A 7617 code read from a message (published, or a legacy numeric one); None when unknown."""
+    try:
+        return AppointmentType(code.strip())
+    except ValueError:
+        return LEGACY_APPOINTMENT_TYPES.get(code.strip())
+
+
+class Urgency(StrEnum):
+    """Foresporsel/Hastegrad (a CS with no published list) [our choice]: how soon it is needed."""
+
+    URGENT = "H"  # Haster: the patient asks for an urgent appointment
+    NORMAL = "V"  # Vanlig: an ordinary appointment
+
+
+URGENCY_NAMES: dict[Urgency, str] = {
+    Urgency.URGENT: "Haster",
+    Urgency.NORMAL: "Vanlig",
+}
+
+# Foresporsel/Formål [our choice]: the wanted service, coded with the contract's own values
+# (no published code list fits); DN gives the Norwegian name.
+SERVICE_NAMES: dict[str, str] = {
+    "consultation": "Konsultasjon",
+    "lab_test": "Laboratorieprøve",
+    "vaccination": "Vaksinasjon",
+    "other": "Annet",
 }
 
 

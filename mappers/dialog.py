@@ -8,19 +8,26 @@ from typing import TypeVar
 from lxml import etree
 
 from mappers.codes import (
+    APPOINTMENT_TYPE_NAMES,
     ID_HER,
     ID_HPR,
     ID_TYPE_NAMES,
     NS_DIALOG,
     NS_FK1,
+    OID_APPOINTMENT_TYPE,
     OID_HER,
     OID_HPR,
     OID_REPLY,
     OID_REQUEST,
     REPLY_NAMES,
     REQUEST_NAMES,
+    SERVICE_NAMES,
+    URGENCY_NAMES,
+    AppointmentType,
     ReplyCode,
     RequestCode,
+    Urgency,
+    appointment_type,
 )
 from mappers.errors import UnsupportedMessage
 from mappers.model import Practitioner, Reply, Request
@@ -46,6 +53,7 @@ def q(name: str) -> str:
 DIALOGMELDING = q("Dialogmelding")
 _FORESPORSEL, _NOTAT = q("Foresporsel"), q("Notat")
 _TYPE_FORESP, _EMNE, _SPORSMAL = q("TypeForesp"), q("EmneSporsmal"), q("Sporsmal")
+_FORMAAL, _HASTEGRAD, _KODET = q("Formål"), q("Hastegrad"), q("KodetOpplysning")
 _TEMA_KODET, _TEKST = q("TemaKodet"), q("TekstNotatInnhold")
 _ROLLER, _HCP = q("RollerRelatertNotat"), q("HealthcareProfessional")
 _FAMILY, _GIVEN, _MIDDLE, _IDENT = q("FamilyName"), q("GivenName"), q("MiddleName"), q("Ident")
@@ -93,9 +101,21 @@ def _build_foresporsel(request: Request) -> etree._Element:
         sub(element, _EMNE, request.subject)
     if request.text is not None:
         sub(element, _SPORSMAL, request.text)
+    _build_wanted(element, request)
     if request.practitioner is not None:
         _build_practitioner(element, request.practitioner)
     return element
+
+
+def _build_wanted(element: etree._Element, request: Request) -> None:
+    """Formål (service), Hastegrad (urgency) and KodetOpplysning (7617 type), in schema order."""
+    if request.service is not None:
+        coded(element, _FORMAAL, request.service, SERVICE_NAMES.get(request.service))
+    if request.urgency is not None:
+        coded(element, _HASTEGRAD, request.urgency.value, URGENCY_NAMES[request.urgency])
+    kind = request.appointment_type
+    if kind is not None:
+        coded(element, _KODET, kind.value, APPOINTMENT_TYPE_NAMES[kind], OID_APPOINTMENT_TYPE)
 
 
 def _build_notat(reply: Reply) -> etree._Element:
@@ -159,7 +179,25 @@ def _parse_request(element: etree._Element) -> Request:
         subject=text_of(element, _EMNE),
         text=_free_text(element, _SPORSMAL),
         practitioner=_parse_practitioner(element),
+        appointment_type=_wanted_type(first(element, _KODET)),
+        urgency=_urgency(attr(first(element, _HASTEGRAD), "V")),
+        service=attr(first(element, _FORMAAL), "V") or None,
     )
+
+
+def _wanted_type(coded_element: etree._Element | None) -> AppointmentType | None:
+    """The 7617 type of KodetOpplysning; a fact from another code list is not a type."""
+    if coded_element is None or coded_element.get("S") not in (None, OID_APPOINTMENT_TYPE):
+        return None
+    return appointment_type(coded_element.get("V") or "")
+
+
+def _urgency(value: str | None) -> Urgency | None:
+    """Hastegrad as timebok codes it; another sender's value is read as unknown."""
+    try:
+        return None if value is None else Urgency(value)
+    except ValueError:
+        return None
 
 
 def _parse_reply(element: etree._Element) -> Reply:

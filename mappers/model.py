@@ -13,6 +13,7 @@ from mappers.codes import (
     RelationCode,
     ReplyCode,
     RequestCode,
+    Urgency,
 )
 
 
@@ -104,6 +105,10 @@ class Request:
     subject: str | None = None  # EmneSporsmal, <= 50 characters
     text: str | None = None  # Sporsmal
     practitioner: Practitioner | None = None
+    # What a wish asks for, since a wish has no vevent to carry it:
+    appointment_type: AppointmentType | None = None  # KodetOpplysning, code list 7617
+    urgency: Urgency | None = None  # Hastegrad
+    service: str | None = None  # Formål (SERVICE_NAMES)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from mappers.codes import Function, Process, RequestCode
+from mappers.codes import AppointmentType, Function, Process, RequestCode, Urgency
 from mappers.errors import InvalidInput
 from mappers.model import (
     ConversationRef,
@@ -35,6 +36,15 @@ ALSO_IN: dict[Function, tuple[Process, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Wanted:
+    """What a wish asks for (Formål, Hastegrad, KodetOpplysning of its Foresporsel)."""
+
+    appointment_type: AppointmentType | None = None
+    urgency: Urgency | None = None
+    service: str | None = None
+
+
 def processes(function: Function) -> tuple[Process, ...]:
     """Every process `function` may travel in, the default first."""
     return (FUNCTIONS[function][0], *ALSO_IN.get(function, ()))
@@ -59,6 +69,7 @@ def compose(
     subject: str | None = None,
     text: str | None = None,
     practitioner: Practitioner | None = None,
+    wanted: Wanted | None = None,
     event: Event | None = None,
     relation: Relation | None = None,
     conversation: ConversationRef | None = None,
@@ -79,6 +90,13 @@ def compose(
         conversation=conversation,
     )
     request = Request(FUNCTIONS[chosen][1], subject, text, practitioner)
+    if wanted is not None:
+        request = replace(
+            request,
+            appointment_type=wanted.appointment_type,
+            urgency=wanted.urgency,
+            service=wanted.service,
+        )
     return DialogMessage(envelope=env, request=request, event=event, relation=relation)
 
 

@@ -8,14 +8,15 @@ from functools import lru_cache
 
 from lxml import etree
 
-from mappers.codes import NS_XCAL, AppointmentType
+from mappers.codes import NS_XCAL, AppointmentType, appointment_type
 from mappers.errors import SchemaInvalid
 from mappers.model import Event
 from mappers.xmlsafe import child, clone, format_datetime, guarded, new_root, parse_datetime, sub
 
 PRODID = "-//timebok//NONSGML timebok//NB"
 VERSION = "2.0"
-CATEGORY_PREFIX = "7617:"  # [our choice] appointment type as categories "7617:<code>"
+# [our choice] the appointment type as categories "7617:<code>", the code as published
+CATEGORY_PREFIX = "7617:"
 
 
 def q(name: str) -> str:
@@ -134,11 +135,9 @@ def _appointment_type(category: str | None) -> AppointmentType | None:
     """The 7617 appointment type from categories.
 
     A code outside timebok's subset (vaccine, lab, group ...) is still a real appointment
-    the clinic published, so it is read as "no known type" rather than refused.
+    the clinic published, so it is read as "no known type" rather than refused. The numeric
+    codes of earlier releases (`7617:1`..`7617:4`) are still read.
     """
     if category is None or not category.startswith(CATEGORY_PREFIX):
         return None
-    try:
-        return AppointmentType(category.removeprefix(CATEGORY_PREFIX))
-    except ValueError:
-        return None
+    return appointment_type(category.removeprefix(CATEGORY_PREFIX))

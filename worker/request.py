@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mappers.codes import AppointmentType, Process, RelationCode
+from mappers.codes import AppointmentType, Process, RelationCode, Urgency
 from worker import fnr as fnrs
 from worker.domain.booking import Action
 from worker.errors import RejectedRequest
@@ -76,6 +76,13 @@ REQUIRED_FOR: Final[Mapping[str, frozenset[Action]]] = {
     "slot": frozenset({Action.RESERVE}),
     "subject": frozenset({Action.RESERVE, Action.WISH}),
     "message": frozenset({Action.WISH, Action.CHANGE_WISH}),
+    "booking_ref": frozenset({Action.CANCEL, Action.CHANGE_WISH}),
+}
+
+# Fields that only mean something for some actions: elsewhere they would be dropped, so a
+# request carrying one is refused rather than sent without it.
+ONLY_FOR: Final[Mapping[str, frozenset[Action]]] = {
+    "slot": frozenset({Action.RESERVE}),
     "booking_ref": frozenset({Action.CANCEL, Action.CHANGE_WISH}),
 }
 
@@ -181,13 +188,14 @@ def _add_action_rules(schema: dict[str, Any]) -> None:
     rules: list[dict[str, Any]] = []
     for action in Action:
         fields = [name for name, actions in REQUIRED_FOR.items() if action in actions]
+        properties: dict[str, Any] = {name: {"not": {"type": "null"}} for name in fields}
+        properties |= {
+            name: {"type": "null"} for name, actions in ONLY_FOR.items() if action not in actions
+        }
         rules.append(
             {
                 "if": {"properties": {"action": {"const": action.value}}, "required": ["action"]},
-                "then": {
-                    "required": fields,
-                    "properties": {name: {"not": {"type": "null"}} for name in fields},
-                },
+                "then": {"required": fields, "properties": properties},
             }
         )
     schema["allOf"] = rules
@@ -343,6 +351,16 @@ class BookingRequest(_Model):
             raise _rule(f"required when action is '{action}'")
         return value
 
+    @field_validator(*ONLY_FOR)
+    @classmethod
+    def _only_for_action(cls, value: object, info: ValidationInfo) -> object:
+        action = info.data.get("action")
+        allowed = ONLY_FOR[info.field_name or ""]
+        if value is not None and isinstance(action, Action) and action not in allowed:
+            names = ", ".join(f"'{a}'" for a in sorted(allowed))
+            raise _rule(f"only allowed when action is {names} (it would not reach the clinic)")
+        return value
+
     @property
     def acting_person(self) -> Requester | Patient:
         """Who sent the request: the requester when present, else the patient."""
@@ -481,6 +499,16 @@ def relation_code(relation: RelationKind | str) -> RelationCode | None:
 def appointment_type_code(kind: AppointmentKind | str) -> AppointmentType:
     """Code list 7617 for the contract's appointment_type."""
     return _APPOINTMENT_CODES[AppointmentKind(kind)]
+
+
+def appointment_kind(code: AppointmentType) -> AppointmentKind:
+    """The contract's appointment_type for a 7617 code timebok books."""
+    return next(kind for kind, known in _APPOINTMENT_CODES.items() if known is code)
+
+
+def urgency(kind: AppointmentKind | str) -> Urgency:
+    """Foresporsel/Hastegrad for the contract's appointment_type: urgent or not."""
+    return Urgency.URGENT if AppointmentKind(kind) is AppointmentKind.URGENT else Urgency.NORMAL
 
 
 def process_for(action: Action | str) -> Process:

@@ -23,6 +23,7 @@ from worker.adapters.store.db import dead_letters, get_message
 from worker.flows import views
 
 pytestmark = pytest.mark.integration
+# Patients 81-88: the PostgreSQL schema is shared by every integration module of a run.
 CLINIC_QUEUE = f"{CLINIC}_async"
 UTF8_DECL = b'<?xml version="1.0" encoding="UTF-8"?>'
 _DECL = re.compile(rb'\A<\?xml version="1\.0" encoding="UTF-8"\?>')
@@ -60,7 +61,7 @@ def _msg_id(data: bytes) -> str:
 
 
 def test_iso_8859_1_rejection_reaches_booking_and_inbox_intact(stack: Stack) -> None:
-    req, doc = submitted(stack, patient_n=1)
+    req, doc = submitted(stack, patient_n=81)
     reason = "Timen er tatt. Ring oss på 81569069, så får du en ny time før påske (Ærø, Å)."
     data = _encoded(reply(doc, ReplyCode.NOT_AVAILABLE, text=reason), "ISO-8859-1", "latin-1")
     deliver(stack, data, doc.envelope.process.value)
@@ -75,7 +76,7 @@ def test_iso_8859_1_rejection_reaches_booking_and_inbox_intact(stack: Stack) -> 
 
 
 def test_windows_1252_confirmation_keeps_the_appointment_texts(stack: Stack) -> None:
-    req, doc = submitted(stack, patient_n=2)
+    req, doc = submitted(stack, patient_n=82)
     event = replace(
         confirmed_event(doc),
         summary="Årskontroll – blodtrykk",
@@ -97,7 +98,7 @@ def test_windows_1252_confirmation_keeps_the_appointment_texts(stack: Stack) -> 
 
 
 def test_utf16_appointment_published_by_the_clinic(stack: Stack) -> None:
-    patient = Person(fnr(3), "Åse", "Ødegård")
+    patient = Person(fnr(83), "Åse", "Ødegård")
     uid = str(uuid.uuid4())
     start = (datetime.now(UTC) + timedelta(days=9)).replace(microsecond=0)
     data = _encoded(avtale(patient, uid=uid, start=start), "UTF-16", "utf-16")
@@ -126,7 +127,7 @@ def test_utf16_appointment_published_by_the_clinic(stack: Stack) -> None:
 def test_contradicting_declarations_are_answered_t01(
     stack: Stack, name: str, codec: str, mangle: tuple[bytes, bytes] | None
 ) -> None:
-    patient = Person(fnr(4), "Åse", "Ødegård")
+    patient = Person(fnr(84), "Åse", "Ødegård")
     uid = str(uuid.uuid4())
     body = avtale(patient, uid=uid, start=datetime.now(UTC) + timedelta(days=3))
     msg_id = _msg_id(body)
@@ -145,3 +146,35 @@ def test_contradicting_declarations_are_answered_t01(
 
     wait_for(kept, what="dead letter with the raw bytes")
     assert views.appointments(stack.deps, patient.fnr) == []
+
+
+def _out_xml(stack: Stack, msg_id: str) -> bytes:
+    with stack.deps.store.transaction() as s:
+        row = get_message(s, msg_id)
+        assert row is not None and row.direction == "out"
+        return bytes(row.xml)
+
+
+@pytest.mark.parametrize(
+    ("n", "kind", "echoed", "shown"),
+    [
+        (85, "in_person", "7617:Video", "video"),  # a published code other than the one sent
+        (86, "video", "7617:Ordinær", "in_person"),
+        (87, "in_person", "7617:3", "video"),  # the numeric code of earlier releases
+        (88, "urgent", "7617:4", "phone"),
+    ],
+)
+def test_7617_codes_out_and_in(stack: Stack, n: int, kind: str, echoed: str, shown: str) -> None:
+    req, doc = submitted(stack, patient_n=n, appointment_type=kind)
+    sent = _out_xml(stack, doc.envelope.msg_id).decode("utf-8")
+    published = {"in_person": "Ordinær", "video": "Video", "urgent": "Hastetime"}[kind]
+    assert f"<text>7617:{published}</text>" in sent
+    body = reply(doc, ReplyCode.CONFIRMED, event=confirmed_event(doc)).decode("utf-8")
+    assert body.count(f"<text>7617:{published}</text>") == 1
+    body = body.replace(f"<text>7617:{published}</text>", f"<text>{echoed}</text>")
+    deliver(stack, body.encode("utf-8"), doc.envelope.process.value)
+    wait_state(stack, req["request_id"], "CONFIRMED")
+    rec, _raw = _receipt(stack)
+    assert rec.status is AppRecStatus.OK
+    [appt] = views.appointments(stack.deps, req["patient"]["fnr"])
+    assert appt["appointment_type"] == shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import pytest
 from mappers import apprec as apprec_mapper
 from mappers import incoming
 from mappers import message as dialog_message
-from mappers.codes import AppointmentType, AppRecError, AppRecStatus, Function, ReplyCode
+from mappers.codes import AppointmentType, AppRecError, AppRecStatus, Function, ReplyCode, Urgency
 from mappers.errors import SchemaInvalid
 from mappers.model import (
     AppRec,
@@ -25,7 +26,7 @@ from mappers.model import (
     Person,
     Practitioner,
 )
-from mappers.outgoing import compose
+from mappers.outgoing import Wanted, compose
 from worker import fnr as fnrs
 from worker import sim
 from worker.adapters.registry import Registry
@@ -185,6 +186,54 @@ def test_wish_confirmed_proposes_next_weekday_0900_oslo_for_20_minutes() -> None
     assert event.start == datetime(2026, 11, 27, 8, 0, tzinfo=UTC)  # Friday 09:00 CET
     assert event.end - event.start == timedelta(minutes=20)
     assert event.summary == "Kontroll"
+
+
+@pytest.mark.parametrize(
+    "kind", [AppointmentType.URGENT, AppointmentType.VIDEO, AppointmentType.PHONE]
+)
+def test_wish_confirmed_gives_the_wanted_type_and_service(kind: AppointmentType) -> None:
+    wanted = Wanted(kind, Urgency.URGENT, "vaccination")
+    msg = incoming.parse_any(dialog_message.build(_wish(wanted)))
+    assert isinstance(msg, DialogMessage)  # read back from the XML, as the simulator gets it
+    decision = decide(msg, "confirm")
+    assert decision is not None and decision.event is not None
+    assert decision.event.appointment_type is kind
+    assert decision.event.service == "vaccination"
+
+
+def test_change_wish_confirmed_moves_to_the_wanted_type() -> None:
+    appointment = replace(
+        slot(related_to=None, uid="appt-1"), appointment_type=AppointmentType.ORDINARY
+    )
+    msg = compose(
+        Function.WISH_CHANGE,
+        msg_id=str(uuid.uuid4()),
+        gen_date=NOW,
+        sender=PORTAL,
+        receiver=CLINIC,
+        patient=PATIENT,
+        wanted=Wanted(AppointmentType.VIDEO, Urgency.NORMAL, "consultation"),
+        event=appointment,
+    )
+    decision = decide(msg, "confirm")
+    assert decision is not None and decision.event is not None
+    assert decision.event.uid == "appt-1"
+    assert decision.event.appointment_type is AppointmentType.VIDEO
+    assert decision.event.service == "consultation"
+
+
+def _wish(wanted: Wanted) -> DialogMessage:
+    return compose(
+        Function.WISH,
+        msg_id=str(uuid.uuid4()),
+        gen_date=NOW,
+        sender=PORTAL,
+        receiver=CLINIC,
+        patient=PATIENT,
+        subject="Kontroll",
+        text="Helst formiddag",
+        wanted=wanted,
+    )
 
 
 def test_wish_rejected_is_26_with_a_reason() -> None:

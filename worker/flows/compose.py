@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from mappers.codes import Process, RequestCode
@@ -21,7 +21,7 @@ from worker import texts
 from worker.adapters.registry import Clinic
 from worker.adapters.store.tables import AppointmentRow, BookingRow
 from worker.domain.booking import Action
-from worker.request import BookingRequest, appointment_type_code, relation_code
+from worker.request import BookingRequest, appointment_type_code, relation_code, urgency
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,22 @@ def build_dialog(
     )
     return DialogMessage(
         envelope=envelope,
-        request=Request(code, req.subject, _text(req), _practitioner(req)),
+        request=_request(req, code),
         event=_event(req, clinic, target),
         relation=_relation(req),
+    )
+
+
+def _request(req: BookingRequest, code: RequestCode) -> Request:
+    """The Foresporsel; a wish carries its wanted type, urgency and service, having no vevent."""
+    request = Request(code, req.subject, _text(req), _practitioner(req))
+    if req.action not in (Action.WISH, Action.CHANGE_WISH):
+        return request
+    return replace(
+        request,
+        appointment_type=appointment_type_code(req.appointment_type),
+        urgency=urgency(req.appointment_type),
+        service=req.service.value if req.service is not None else None,
     )
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from mappers import xmlsafe
+from mappers import incoming, xmlsafe
+from mappers.codes import AppointmentType, RequestCode, Urgency
+from mappers.errors import MapperError
+from mappers.model import DialogMessage
 from worker.adapters.store import db as st
-from worker.adapters.store.tables import AppointmentRow, DeadLetterRow
+from worker.adapters.store.tables import AppointmentRow, DeadLetterRow, MessageRow
 from worker.bootstrap import Deps
 from worker.flows import inbox as inbox_store
+from worker.request import appointment_kind
 
 
 class NotFound(Exception):
@@ -26,6 +30,7 @@ def booking(deps: Deps, booking_id: str) -> dict[str, Any]:
         row = st.get_booking(s, booking_id)
         if row is None:
             raise NotFound(f"no booking with id {booking_id}")
+        messages = st.messages_for(s, row.id)
         return {
             "id": row.id,
             "action": row.action,
@@ -37,6 +42,7 @@ def booking(deps: Deps, booking_id: str) -> dict[str, Any]:
             "created_at": _iso(row.created_at),
             "updated_at": _iso(row.updated_at),
             "errors": (row.request or {}).get("errors", []),
+            **_asked(messages),
             "history": [
                 {"from": h.source, "to": h.target, "reason": h.reason, "at": _iso(h.at)}
                 for h in st.history(s, row.id)
@@ -53,9 +59,34 @@ def booking(deps: Deps, booking_id: str) -> dict[str, Any]:
                     "created_at": _iso(m.created_at),
                     "sent_at": _iso(m.sent_at),
                 }
-                for m in st.messages_for(s, row.id)
+                for m in messages
             ],
         }
+
+
+def _asked(messages: list[MessageRow]) -> dict[str, Any]:
+    """Type, service and urgency as the clinic received them: read back from what was sent."""
+    sent = next((m for m in messages if m.direction == "out"), None)
+    try:
+        doc = incoming.parse_any(sent.xml) if sent is not None else None
+    except MapperError:
+        doc = None
+    request = doc.request if isinstance(doc, DialogMessage) else None
+    event = doc.event if isinstance(doc, DialogMessage) else None
+    if request is None or request.code not in _ASKING:
+        return {"appointment_type": None, "service": None, "urgent": None}
+    kind = request.appointment_type or (event.appointment_type if event else None)
+    return {
+        "appointment_type": appointment_kind(kind).value if kind is not None else None,
+        "service": request.service or (event.service if event else None),
+        # a reservation says "urgent" through its 7617 type (Hastetime) alone
+        "urgent": kind is AppointmentType.URGENT
+        if request.urgency is None
+        else request.urgency is Urgency.URGENT,
+    }
+
+
+_ASKING = frozenset({RequestCode.RESERVE, RequestCode.WISH, RequestCode.WISH_CHANGE})
 
 
 def inbox(deps: Deps, fnr: str) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from mappers import incoming
 from mappers import message as dialog_message
 from mappers.codes import (
     REPLY_NAMES,
+    URGENCY_NAMES,
     AppointmentType,
     AppRecStatus,
     Process,
@@ -281,6 +282,7 @@ class Simulator:
         rec = receipt_ok(msg, clinic, self.clock())
         function = incoming.function_of(msg)
         what = f"{clinic.her_id} <- {function} {_short(env.msg_id)} {_who(env.patient)}"
+        what += _wanted(msg.request)
         opener = env.conversation.ref_to_conversation if env.conversation else env.msg_id
         self._send_receipt(rec, what, conversation=opener)
         self._reply(clinic, msg)
@@ -493,6 +495,19 @@ def _appointment_type(value: AppointmentType | str | None) -> AppointmentType | 
     if value is None or isinstance(value, AppointmentType):
         return value
     return appointment_type_code(value)
+
+
+def _wanted(request: Request | None) -> str:
+    """What a wish asks for, as the EPJ read it: ' (Hastetime, Haster, vaccination)'."""
+    if request is None:
+        return ""
+    parts = [
+        request.appointment_type.value if request.appointment_type else None,
+        URGENCY_NAMES[request.urgency] if request.urgency else None,
+        request.service,
+    ]
+    shown = [p for p in parts if p]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def _as_practitioner(value: Practitioner | str | None) -> Practitioner | None:

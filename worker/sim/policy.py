@@ -144,10 +144,18 @@ def _wish(
         contact=clinic.her_id,
         summary=msg.request.subject if msg.request is not None else None,
         location=clinic.name,
-        appointment_type=msg.event.appointment_type if msg.event else AppointmentType.ORDINARY,
+        appointment_type=_wanted_type(msg) or AppointmentType.ORDINARY,
+        service=msg.request.service if msg.request is not None else None,
         status=CONFIRMED,
     )
     return Decision(ReplyCode.CONFIRMED, None, event, _practitioner(msg))
+
+
+def _wanted_type(msg: DialogMessage) -> AppointmentType | None:
+    """The type a wish asks for (its KodetOpplysning), else the vevent's."""
+    if msg.request is not None and msg.request.appointment_type is not None:
+        return msg.request.appointment_type
+    return msg.event.appointment_type if msg.event is not None else None
 
 
 def _change(
@@ -165,6 +173,8 @@ def _change(
         end=start + PROPOSAL_LENGTH,
         contact=clinic.her_id,
         summary=base.summary or (msg.request.subject if msg.request else None),
+        appointment_type=_wanted_type(msg),
+        service=(msg.request.service if msg.request else None) or base.service,
         status=CONFIRMED,
     )
     return Decision(ReplyCode.CHANGE_CONFIRMED, None, event, _practitioner(msg))

@@ -24,6 +24,7 @@ from mappers.codes import (
     RelationCode,
     ReplyCode,
     RequestCode,
+    Urgency,
 )
 from mappers.model import (
     AppRec,
@@ -38,6 +39,7 @@ from mappers.model import (
     Relation,
     Request,
 )
+from mappers.outgoing import Wanted
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 REGEN = os.environ.get("TIMEBOK_REGEN_GOLDEN") == "1"
@@ -135,12 +137,14 @@ def _outgoing() -> dict[str, DialogMessage]:
         subject="Vondt i kneet",
         text="Helst tirsdag eller torsdag formiddag. Kneet har verket i to uker.",
         patient=DNR_PATIENT,
+        wanted=Wanted(AppointmentType.URGENT, Urgency.URGENT, "vaccination"),
     )
     cases["timeonske/onske_endring"] = _request(
         Function.WISH_CHANGE,
         31,
         subject="Flytte time",
         text="Kan timen flyttes til fredag?",
+        wanted=Wanted(AppointmentType.VIDEO, Urgency.NORMAL, "consultation"),
         event=booked,
     )
     cases["timeonske/onske_avbestill"] = _request(

@@ -11,8 +11,10 @@ from lxml import etree
 
 from mappers import apprec, dialog, envelope, incoming, message, outgoing, relation, xcal, xmlsafe
 from mappers.codes import (
+    APPOINTMENT_TYPE_NAMES,
     NS_MSGHEAD,
     NS_XCAL,
+    OTHER_APPOINTMENT_TYPES,
     AppointmentType,
     AppRecError,
     AppRecStatus,
@@ -211,8 +213,9 @@ def test_unknown_appointment_type_is_read_as_none() -> None:
     root = xcal.build(RESERVE.event)  # type: ignore[arg-type]
     category = root.find(f".//{{{NS_XCAL}}}categories/{{{NS_XCAL}}}text")
     assert category is not None
-    category.text = "7617:9"  # e.g. vaccine, outside timebok's subset
-    assert xcal.parse(root).appointment_type is None
+    for code in [*sorted(OTHER_APPOINTMENT_TYPES), "9", "ordinær", "x"]:
+        category.text = f"7617:{code}"  # e.g. Vaksine: published, outside timebok's subset
+        assert xcal.parse(root).appointment_type is None
 
 
 def test_empty_optional_texts_are_left_out() -> None:
@@ -227,6 +230,39 @@ def test_categories_carry_code_list_7617() -> None:
     for kind in AppointmentType:
         event = Event("u", SENT, SENT, "1", appointment_type=kind)
         assert xcal.parse(xcal.build(event)).appointment_type is kind
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        (AppointmentType.ORDINARY, "Ordinær"),
+        (AppointmentType.URGENT, "Hastetime"),
+        (AppointmentType.VIDEO, "Video"),
+        (AppointmentType.PHONE, "Telefon"),  # our choice: the published list has no phone code
+    ],
+)
+def test_categories_use_the_published_7617_codes(kind: AppointmentType, code: str) -> None:
+    root = xcal.build(Event("u", SENT, SENT, "1", appointment_type=kind))
+    category = root.find(f".//{{{NS_XCAL}}}categories/{{{NS_XCAL}}}text")
+    assert category is not None and category.text == f"7617:{code}"
+    assert APPOINTMENT_TYPE_NAMES[kind] == code
+
+
+@pytest.mark.parametrize(
+    ("old", "kind"),
+    [
+        ("1", AppointmentType.ORDINARY),
+        ("2", AppointmentType.URGENT),
+        ("3", AppointmentType.VIDEO),
+        ("4", AppointmentType.PHONE),
+    ],
+)
+def test_legacy_numeric_7617_codes_are_still_read(old: str, kind: AppointmentType) -> None:
+    root = xcal.build(Event("u", SENT, SENT, "1", appointment_type=kind))
+    category = root.find(f".//{{{NS_XCAL}}}categories/{{{NS_XCAL}}}text")
+    assert category is not None
+    category.text = f"7617:{old}"
+    assert xcal.parse(root).appointment_type is kind
 
 
 # ---------------------------------------------------------------------------- relation
