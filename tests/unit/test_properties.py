@@ -9,6 +9,7 @@ a result or a `MapperError`. The retry delay stays within its exponential, jitte
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import statistics
@@ -252,7 +253,7 @@ def tree_mutations(draw: st.DrawFn, documents: list[bytes]) -> bytes:
     if action == "drop":
         parent.remove(target)
     elif action == "duplicate":
-        parent.insert(parent.index(target), etree.fromstring(etree.tostring(target)))
+        parent.insert(parent.index(target), copy.deepcopy(target))
     elif action == "text":
         target.text = value
     elif action == "attr":
