@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     )
     timeout_check_interval: float = Field(default=10.0, gt=0)
 
+    # Keys and certificates of our own party (PEM files; the `nhn` transport only).
+    signing_key: Path | None = Field(default=None, description="private key that signs (PEM)")
+    signing_cert: Path | None = Field(default=None, description="its certificate, nonRepudiation")
+    encryption_key: Path | None = Field(default=None, description="private key that decrypts")
+    encryption_cert: Path | None = Field(default=None, description="its cert, keyEncipherment")
+    previous_encryption_key: Path | None = Field(
+        default=None, description="the key before a rollover, still accepted for decryption"
+    )
+
     @model_validator(mode="after")
     def _default_epj_broker(self) -> Settings:
         if not self.epj_broker_url:
