@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     epj_broker_url: str | None = Field(
         default=None, description="EPJ transport; defaults to broker_url (amqp:// works too)"
     )
+    epj_transport: str = Field(
+        default="kombu", pattern="^(kombu|nhn)$", description="kombu, or nhn (the national bus)"
+    )
     database_url: str = Field(
         default=f"sqlite:///{DEFAULT_DATA_DIR / 'timebok.db'}",
         description="SQLAlchemy URL; PostgreSQL via postgresql+psycopg://...",

@@ -27,6 +27,7 @@ def register(sub: Any) -> None:
     _validate(sub)
     _dlq(sub)
     _status(sub)
+    _certs(sub)
     _sim(sub)
     _demo(sub)
     _bench(sub)
@@ -316,6 +317,40 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     data = collect(_deps(settings))
     emit(args, data, status_text)
     return 1 if data["attention"] else 0
+
+
+def _certs(sub: Any) -> None:
+    p = sub.add_parser("certs", help="certificates for the national message bus (nhn transport)")
+    csub = p.add_subparsers(metavar="ACTION")
+    init = csub.add_parser(
+        "init",
+        help="write a test PKI: a CA and signing + encryption key pairs for our party and "
+        "every registry clinic; print the settings and registry lines that use them",
+    )
+    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument(
+        "--days", type=int, default=365, help="validity of the key pairs' certificates (365)"
+    )
+    init.add_argument("--force", action="store_true", help="replace pairs already in DIR")
+    _json_flag(init)
+    init.set_defaults(handler=run_certs_init)
+    p.set_defaults(handler=lambda _a, _s: p.print_help() or 2)
+
+
+def run_certs_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the test PKI; exit 2 when the registry cannot be read."""
+    from worker.adapters.registry import RegistryError
+    from worker.entrypoints.cli import emit
+    from worker.entrypoints.render import certs_init_text
+    from worker.flows.certs import init
+
+    try:
+        data = init(settings, args.dir, days=args.days, force=args.force)
+    except (RegistryError, OSError) as exc:
+        print(f"timebok: certs init: {exc}", file=sys.stderr)
+        return 2
+    emit(args, data, certs_init_text)
+    return 0
 
 
 def _sim(sub: Any) -> None:
