@@ -103,6 +103,9 @@ def error_queue(her_id: str) -> str:
     return f"{her_id}_error"
 
 
+BUS_QUEUE_SUFFIXES = ("_async", "_sync", "_syncreply", "_error", "_dl")  # per party, the bus
+
+
 def load() -> Settings:
     """Read the settings from the environment."""
     return Settings()
