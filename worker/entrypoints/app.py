@@ -235,8 +235,13 @@ class InboundConsumer(bootsteps.ConsumerStep):
         """Remember the worker's pool, then start consuming."""
         self.pool = c.pool
         self.busy: dict[object, list[Message]] = {}  # in flight: key -> copies waiting
-        self.epj: EpjBrokerConsumer | None = None
+        self.epj: EpjBrokerConsumer | BusConsumer | None = None
         settings = deps().settings
+        if settings.epj_transport == "nhn":
+            # The national bus: our async and error queues over AMQP 1.0, in a thread.
+            self.epj = BusConsumer()
+            self.epj.start()
+            return
         if settings.epj_url != settings.broker_url:
             # EPJ traffic lives on another broker (e.g. RabbitMQ): consume it there.
             self.epj = EpjBrokerConsumer(settings.epj_url, settings.inbound_queue)
@@ -332,6 +337,47 @@ class EpjBrokerConsumer(ConsumerMixin):
         if self.thread is not None:
             self.thread.join(timeout=10)
         self.connection.release()
+
+
+class BusConsumer:
+    """Our `_async` and `_error` queues on the national bus, handled in a worker thread.
+
+    Each message is settled `accepted` after its transaction committed (or after a refused
+    one's dead letter was stored), `released` when the store or bus was unavailable.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Consume in a daemon thread."""
+        self.thread = threading.Thread(target=self.run, name="timebok-bus", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        """Drain until stopped; the transport reconnects on its own."""
+        from worker.flows.bus import take
+
+        d = deps()
+        own = d.settings.own_her_id
+        sub = d.epj.subscribe([f"{own}_async", f"{own}_error"], partial(_take_one, take))
+        try:
+            while not self.stopping.is_set():
+                sub.drain(0.5)
+        finally:
+            sub.close()
+
+    def stop(self) -> None:
+        """Ask the loop to stop and wait briefly for it."""
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+
+def _take_one(take: Any, delivery: Any) -> Any:
+    with scope(msg_id=str(delivery.headers.get("msgId") or "")):
+        return take(deps(), delivery)
 
 
 def _copy_key(message: Message) -> object:

@@ -25,7 +25,7 @@ from worker.adapters.store.outbox import (
     outgoing_pg,
 )
 from worker.adapters.store.tables import MessageRow, OutboxRow
-from worker.adapters.transports.kombu import Envelope, transport_headers
+from worker.adapters.transports.base import Envelope, Unsendable, transport_headers
 from worker.bootstrap import Deps
 from worker.errors import EpjUnavailable
 from worker.settings import async_queue
@@ -247,6 +247,9 @@ def _publish_one(deps: Deps, item: Pending) -> bool:
     except EpjUnavailable as exc:
         _record_failure(deps, item, exc)
         raise
+    except Unsendable as exc:  # the claim was rolled back with the transaction
+        _unsendable(deps, item, exc)
+        return False
     _published(item, claimed)
     return True
 
@@ -257,6 +260,9 @@ def _publish_leased(deps: Deps, item: Pending) -> bool:
     except EpjUnavailable as exc:
         _record_failure(deps, item, exc)
         raise
+    except Unsendable as exc:
+        _unsendable(deps, item, exc)
+        return False
     mark = Mark(item.outbox_id, utcnow(), _deadline(deps))
     _log_published(item)
     if deps.marks is not None:  # the worker: marked with others by its marks thread
@@ -309,6 +315,26 @@ def _moved(item: Pending, claimed: Claimed, at: datetime | None = None) -> None:
         announce_moves(
             claimed.booking_id, item.receiver_her_id, item.msg_id, claimed.created_at, moves, at
         )
+
+
+def _unsendable(deps: Deps, item: Pending, exc: Unsendable) -> None:
+    """Never to be sent as it is (e.g. no certificates for the receiver on the bus): the row
+    leaves the outbox, the message and its booking fail with the reason, the patient is told."""
+    from worker.flows.replies import fail_undelivered
+
+    log.error(
+        "message cannot be sent: %s",
+        exc,
+        extra={"booking_id": item.booking_id, "msg_id": item.msg_id, "queue": item.queue},
+    )
+    with deps.store.transaction() as s:
+        row = s.get(OutboxRow, item.outbox_id)
+        if row is None or row.published_at is not None:
+            return
+        message = s.get(MessageRow, row.message_id)
+        s.delete(row)
+        if message is not None:
+            fail_undelivered(deps, s, message, f"not sent: {exc}")
 
 
 def _record_failure(deps: Deps, item: Pending, exc: EpjUnavailable) -> None:
