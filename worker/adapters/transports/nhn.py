@@ -356,15 +356,18 @@ class NhnTransport:
 
     def publish(self, item: Envelope) -> None:
         """Seal (unless told not to), send, and wait for the broker's `accepted`."""
-        message = self.message(item)
+        self.send(item.queue, self.message(item))
+
+    def send(self, queue: str, message: Any) -> None:
+        """Send a prepared message to `/exchange/<namespace>/<queue>`, wait for `accepted`."""
         io = self._loop()
         done: Future[None] = Future()
-        target = f"/exchange/{self.address.namespace}/{item.queue}"
-        io.call(lambda: io.send(target, message, done))
+        target = f"/exchange/{self.address.namespace}/{queue}"
+        io.call(partial(io.send, target, message, done))
         try:
             done.result(PUBLISH_TIMEOUT)
         except FutureTimeout as exc:
-            raise EpjUnavailable(f"cannot publish to {item.queue}: {io.last_error}") from exc
+            raise EpjUnavailable(f"cannot publish to {queue}: {io.last_error}") from exc
 
     def message(self, item: Envelope) -> Any:
         """The AMQP 1.0 message for an envelope (domain.md section 8)."""
