@@ -472,3 +472,106 @@ def test_a_refused_message_can_be_inspected_and_replayed(bus: Bus) -> None:
     assert b"refused again" in replayed.stdout
     assert len(bus.bus_dead_letters(msg_id)) == 1  # still one, one more attempt
     assert bus.quiet(f"{CLINIC}_error", 0.5) == []  # a replay tells the sender nothing again
+
+
+# -- done when: interop with openssl, through the Celery task -------------------------------
+
+
+def _openssl(*args: str | Path) -> bytes:
+    assert OPENSSL, "the openssl command is needed for the interop test"
+    done = subprocess.run([OPENSSL, *map(str, args)], capture_output=True, timeout=30, check=False)
+    assert done.returncode == 0, f"openssl {' '.join(map(str, args))}: {done.stderr.decode()}"
+    return done.stdout
+
+
+def test_openssl_reads_what_the_celery_task_sends_and_its_reply_confirms(bus: Bus) -> None:
+    pki, tmp = bus.pki, bus.tmp / f"openssl-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    req = request("reserve", patient_n=31)
+    create_app(bus.settings).send_task(SUBMIT_TASK, args=[req], queue=REQUESTS_QUEUE)
+    [delivery] = bus.take(f"{CLINIC}_async")
+    (tmp / "in.der").write_bytes(delivery.body)
+    _openssl(
+        "cms", "-decrypt", "-binary", "-inform", "DER", "-in", tmp / "in.der",
+        "-out", tmp / "signed.der",
+        "-recip", pki.cert(CLINIC, "encryption"), "-inkey", pki.key(CLINIC, "encryption"),
+    )  # fmt: skip
+    xml = _openssl(
+        "cms", "-verify", "-binary", "-inform", "DER", "-in", tmp / "signed.der",
+        "-CAfile", pki.directory / "ca.pem", "-signer", tmp / "signer.pem",
+    )  # fmt: skip
+    assert (tmp / "signer.pem").read_bytes().strip() == pki.cert(
+        OWN, "signing"
+    ).read_bytes().strip()
+    doc = incoming.parse_any(xml)
+    assert isinstance(doc, DialogMessage) and doc.envelope.msg_id == delivery.headers["msgId"]
+    # The clinic's reply, signed and encrypted by openssl, not by us.
+    (tmp / "reply.xml").write_bytes(reply(doc, ReplyCode.CONFIRMED, event=confirmed_event(doc)))
+    _openssl(
+        "cms", "-sign", "-binary", "-md", "sha256", "-nodetach", "-outform", "DER",
+        "-in", tmp / "reply.xml", "-out", tmp / "reply-signed.der",
+        "-signer", pki.cert(CLINIC, "signing"), "-inkey", pki.key(CLINIC, "signing"),
+    )  # fmt: skip
+    _openssl(
+        "cms", "-encrypt", "-binary", "-aes-256-cbc", "-outform", "DER",
+        "-in", tmp / "reply-signed.der", "-out", tmp / "reply.der",
+        pki.cert(OWN, "encryption"),
+    )  # fmt: skip
+    bus.send_raw((tmp / "reply.der").read_bytes(), doc.envelope.process.value)
+    wait_for(lambda: bus.state(req["request_id"]) == "CONFIRMED", 30, 0.2, "CONFIRMED")
+    [receipt] = bus.take(f"{CLINIC}_async")  # our AppRec OK for the reply
+    rec = incoming.parse_any(bus.open(receipt))
+    assert isinstance(rec, AppRec) and rec.status is AppRecStatus.OK
+    time.sleep(1)  # a second notification would have been written with the first
+    assert bus.inbox(req["patient"]["fnr"]) == 1
+
+
+# -- redelivery: a worker killed mid-message ----------------------------------------------
+
+
+def test_a_message_in_hand_of_a_killed_worker_is_processed_once(bus: Bus) -> None:
+    """The worker is killed while its transaction for the message waits on a lock: nothing
+    was committed, nothing settled; RabbitMQ hands the message to the next worker, which
+    processes it once (and a second copy with the same MsgId is a duplicate)."""
+    req = request("reserve", patient_n=41)
+    patient = _patient(req)
+    uid = str(uuid.uuid4())
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=14)
+    xml = avtale(patient, uid=uid, start=start)
+    schema = bus.settings.database_schema
+    with bus.deps.store.engine.connect() as lock:
+        holder = int(lock.exec_driver_sql("SELECT pg_backend_pid()").scalar() or 0)
+        lock.exec_driver_sql(f'LOCK TABLE "{schema}".messages IN ACCESS EXCLUSIVE MODE')
+        msg_id = bus.send(xml, "DIALOG_INNBYGGER_AVTALEUTSENDING")
+        wait_for(lambda: _blocked_by(bus, holder), 30, 0.2, "the worker to block inside it")
+        assert bus.worker.proc is not None
+        bus.worker.proc.kill()
+        bus.worker.proc.wait(10)
+        bus.worker.proc = None
+        bus.worker._out.close()
+        lock.rollback()
+    bus.worker = WorkerProcess(bus.env, bus.tmp / "worker-2.log").start()
+    [receipt] = bus.take(f"{CLINIC}_async")
+    rec = incoming.parse_any(bus.open(receipt))
+    assert isinstance(rec, AppRec) and rec.status is AppRecStatus.OK
+    bus.send(xml, "DIALOG_INNBYGGER_AVTALEUTSENDING", msg_id=msg_id)  # a copy, same MsgId
+    bus.take(f"{CLINIC}_async")  # the copy gets the same AppRec again
+    parsed = incoming.parse_any(xml)
+    assert isinstance(parsed, DialogMessage)
+    with bus.deps.store.transaction() as s:
+        stored = get_message(s, parsed.envelope.msg_id)
+        assert stored is not None and stored.status != "rejected"
+        count = s.scalar(select(func.count()).select_from(NotificationRow).where(
+            NotificationRow.patient_fnr == patient.fnr))  # fmt: skip
+    assert [a["uid"] for a in views.appointments(bus.deps, patient.fnr)] == [uid]
+    assert count == 1
+
+
+def _blocked_by(bus: Bus, holder: int) -> bool:
+    """Whether some session waits for the lock that backend `holder` holds."""
+    with bus.deps.store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE %(holder)s = ANY(pg_blocking_pids(pid))",
+            {"holder": holder},
+        ).scalar()
+    return bool(rows)
