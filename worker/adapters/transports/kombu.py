@@ -31,7 +31,15 @@ from worker.constants import XML_CONTENT_TYPE
 from worker.errors import EpjUnavailable
 
 EpjTransport = Transport  # the name callers used before the interface moved to base.py
-__all__ = ["Envelope", "EpjTransport", "KombuTransport", "dialog_headers", "transport_headers"]
+__all__ = [
+    "Delivery",
+    "Envelope",
+    "EpjTransport",
+    "KombuTransport",
+    "Outcome",
+    "dialog_headers",
+    "transport_headers",
+]
 
 log = logging.getLogger("timebok.epj")
 
