@@ -283,3 +283,23 @@ def _processes(table: Mapping[str, object], where: str) -> frozenset[str]:
         known = ", ".join(sorted(KNOWN_PROCESSES))
         raise RegistryError(f"{where}: unknown process '{unknown[0]}' (known: {known})")
     return frozenset(value)
+
+
+def with_certificates(registry_text: str, certs: Path) -> str:
+    """A registry file's text with each [[clinic]]'s signing_cert / encryption_cert lines
+    added, naming the files `timebok certs init` writes into `certs` (demo and bench); a
+    registry that names certificates already is kept as it is."""
+    if "signing_cert" in registry_text:
+        return registry_text
+    lines, table = [], ""
+    for line in registry_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = stripped
+        lines.append(line)
+        key, _, value = stripped.partition("=")
+        if table == "[[clinic]]" and key.strip() == "her_id":
+            her_id = value.split("#")[0].strip().strip('"')
+            lines.append(f'signing_cert = "{certs / f"{her_id}-signing.pem"}"')
+            lines.append(f'encryption_cert = "{certs / f"{her_id}-encryption.pem"}"')
+    return "\n".join(lines) + "\n"

@@ -411,7 +411,7 @@ LOCAL_BUS = "amqp://guest:guest@localhost:5672/NHNTestServiceBus"
 def _on_the_bus(settings: Settings, cfg: Settings, data_dir: Path, out: TextIO) -> Settings:
     """nhn: a local RabbitMQ with its AMQP 1.0 plugin, a test PKI, the bus topology."""
     from worker.adapters.pki import PkiParty, make_test_pki
-    from worker.adapters.registry import Registry
+    from worker.adapters.registry import Registry, with_certificates
     from worker.adapters.topology import declare
     from worker.adapters.transports.nhn import BusAddress
 
@@ -447,22 +447,6 @@ def _on_the_bus(settings: Settings, cfg: Settings, data_dir: Path, out: TextIO) 
             "encryption_cert": certs / f"{own}-encryption.pem",
         }
     )
-
-
-def with_certificates(registry_text: str, certs: Path) -> str:
-    """The registry with each [[clinic]]'s signing_cert / encryption_cert lines added."""
-    lines, table = [], ""
-    for line in registry_text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            table = stripped
-        lines.append(line)
-        key, _, value = stripped.partition("=")
-        if table == "[[clinic]]" and key.strip() == "her_id":
-            her_id = value.split("#")[0].strip().strip('"')
-            lines.append(f'signing_cert = "{certs / f"{her_id}-signing.pem"}"')
-            lines.append(f'encryption_cert = "{certs / f"{her_id}-encryption.pem"}"')
-    return "\n".join(lines) + "\n"
 
 
 def _env(cfg: Settings) -> dict[str, str]:
