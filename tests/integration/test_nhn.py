@@ -252,7 +252,9 @@ def bus(redis_url: str, pg_schema: str, tmp_path_factory: pytest.TempPathFactory
         )  # fmt: skip
         assert declared.returncode == 0, declared.stderr.decode()
         worker = WorkerProcess(env, tmp / "worker.log").start()
-        yield Bus(settings, deps, env, pki, url, tmp, clinic, worker)
+        bus = Bus(settings, deps, env, pki, url, tmp, clinic, worker)
+        yield bus
+        worker = bus.worker  # a test may have replaced it (the killed-worker test)
     finally:
         if worker is not None:
             worker.stop()
