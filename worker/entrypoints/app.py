@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -339,16 +340,25 @@ class EpjBrokerConsumer(ConsumerMixin):
         self.connection.release()
 
 
-class BusConsumer:
-    """Our `_async` and `_error` queues on the national bus, handled in a worker thread.
+BUS_THREADS = 4  # handlers of bus messages at once in the worker's main process
 
-    Each message is settled `accepted` after its transaction committed (or after a refused
+
+class BusConsumer:
+    """Our `_async` and `_error` queues on the national bus, handled by a few threads.
+
+    A handler mostly waits (decrypt in C, the database, the broker's `accepted` for our
+    AppRec), so a few threads overlap those waits; the link credit bounds what is in hand.
+    Copies of one message (same MsgId) are handled one after another, as on kombu. Each
+    message is settled `accepted` after its transaction committed (or after a refused
     one's dead letter was stored), `released` when the store or bus was unavailable.
     """
 
     def __init__(self) -> None:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.pool = ThreadPoolExecutor(BUS_THREADS, thread_name_prefix="timebok-bus")
+        self.lock = threading.Lock()
+        self.busy: dict[str, list[Any]] = {}  # MsgId in hand -> copies waiting behind it
 
     def start(self) -> None:
         """Consume in a daemon thread."""
@@ -357,27 +367,49 @@ class BusConsumer:
 
     def run(self) -> None:
         """Drain until stopped; the transport reconnects on its own."""
-        from worker.flows.bus import take
-
         d = deps()
         own = d.settings.own_her_id
-        sub = d.epj.subscribe([f"{own}_async", f"{own}_error"], partial(_take_one, take))
+        sub = d.epj.subscribe([f"{own}_async", f"{own}_error"], self.on_delivery)
         try:
             while not self.stopping.is_set():
                 sub.drain(0.5)
         finally:
             sub.close()
 
+    def on_delivery(self, delivery: Any) -> None:
+        """Hand it to a handler thread, unless a copy of it is in hand already."""
+        key = f"{delivery.queue}:{delivery.headers.get('msgId') or id(delivery)}"
+        with self.lock:
+            if key in self.busy:
+                self.busy[key].append(delivery)
+                return
+            self.busy[key] = []
+        self.pool.submit(self._handle, key, delivery)
+
+    def _handle(self, key: str, delivery: Any) -> None:
+        from worker.adapters.transports.base import Outcome
+        from worker.flows.bus import take
+
+        while delivery is not None:
+            try:
+                with scope(msg_id=str(delivery.headers.get("msgId") or "")):
+                    outcome = take(deps(), delivery)
+            except Exception:  # a bug must not leave the message in hand forever
+                log.exception("bus message released")
+                outcome = Outcome.RELEASE
+            delivery.finish(outcome)
+            with self.lock:
+                waiting = self.busy.get(key)
+                delivery = waiting.pop(0) if waiting else None
+                if delivery is None:
+                    self.busy.pop(key, None)
+
     def stop(self) -> None:
-        """Ask the loop to stop and wait briefly for it."""
+        """Ask the loop to stop and wait briefly for it and the handlers."""
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=10)
-
-
-def _take_one(take: Any, delivery: Any) -> Any:
-    with scope(msg_id=str(delivery.headers.get("msgId") or "")):
-        return take(deps(), delivery)
+        self.pool.shutdown(wait=True, cancel_futures=False)
 
 
 def _copy_key(message: Message) -> object:
