@@ -394,6 +394,7 @@ def protect(xml: bytes, own: OwnKeys, recipient: PartyCerts, now: datetime) -> b
 def unprotect(blob: bytes, own: OwnKeys, sender: PartyCerts, now: datetime) -> bytes:
     """Decrypt (current key, then the previous one), verify the sender's signature: the XML."""
     check_certificate(sender.signing, SIGNING, now, local=False)
+    check_certificate(own.encryption_cert, ENCRYPTION, now, local=True)
     signed = decrypt(blob, own)
     return verify(signed, sender.signing)
 
