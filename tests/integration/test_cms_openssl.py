@@ -43,15 +43,17 @@ def openssl(*args: str | Path, data: bytes | None = None) -> bytes:
     return done.stdout
 
 
-def openssl_protect(pki: Pki, signer: str, recipient: str, content: bytes, tmp: Path) -> bytes:
-    """Sign (attached, binary, SHA-256) then encrypt (AES-256-CBC, RSA) with openssl."""
+def openssl_protect(
+    pki: Pki, signer: str, recipient: str, content: bytes, tmp: Path, *extra: str | Path
+) -> bytes:
+    """Sign (attached, binary, SHA-256; `extra` options) then encrypt (AES-256-CBC) with openssl."""
     source = tmp / "content.xml"
     source.write_bytes(content)
     signed = tmp / "signed.der"
     openssl(
         "cms", "-sign", "-binary", "-md", "sha256", "-nodetach", "-outform", "DER",
         "-in", source, "-out", signed,
-        "-signer", pki.cert(signer, "signing"), "-inkey", pki.key(signer, "signing"),
+        "-signer", pki.cert(signer, "signing"), "-inkey", pki.key(signer, "signing"), *extra,
     )  # fmt: skip
     enveloped = tmp / "enveloped.der"
     openssl(
@@ -162,3 +164,34 @@ def test_timebok_accepts_openssl_with_a_ca_chain_and_key_identifiers(
         pki.cert(OWN, "encryption"),
     )  # fmt: skip
     assert crypto.unprotect(blob, pki.keys(OWN), pki.party(CLINIC), datetime.now(UTC)) == XML
+
+
+@pytest.mark.parametrize("bundle_ca", [False, True], ids=["signer-only", "with-ca-chain"])
+def test_every_flipped_byte_of_an_openssl_message_is_refused(
+    pki: Pki, tmp_path: Path, bundle_ca: bool
+) -> None:
+    """Not only our own layout: what openssl writes is covered byte for byte too, CA included."""
+    extra = ("-certfile", pki.directory / "ca.pem") if bundle_ca else ()
+    blob = openssl_protect(pki, CLINIC, OWN, XML, tmp_path, *extra)
+    keys, sender, now = pki.keys(OWN), pki.party(CLINIC), datetime.now(UTC)
+    assert crypto.unprotect(blob, keys, sender, now) == XML
+    accepted = []
+    for position in range(len(blob)):
+        tampered = bytearray(blob)
+        tampered[position] ^= 0x01 if position % 2 else 0x80
+        try:
+            crypto.unprotect(bytes(tampered), keys, sender, now)
+        except crypto.CryptoError:
+            continue
+        accepted.append(position)
+    assert accepted == []
+
+
+def test_timebok_refuses_a_bundled_certificate_outside_the_signer_chain(
+    pki: Pki, tmp_path: Path
+) -> None:
+    blob = openssl_protect(
+        pki, CLINIC, OWN, XML, tmp_path, "-certfile", pki.cert(STRANGER, "signing")
+    )
+    with pytest.raises(crypto.InvalidSignature, match="not the signer's chain"):
+        crypto.unprotect(blob, pki.keys(OWN), pki.party(CLINIC), datetime.now(UTC))

@@ -304,6 +304,16 @@ def test_certificate_that_expires_between_load_and_use_is_refused_on_use(
     assert caught.value.local  # our own signing certificate is the first to be checked
 
 
+def test_our_own_expired_encryption_certificate_is_refused_on_use(pki: Pki, tmp_path: Path) -> None:
+    short = make_pki(tmp_path, (CLINIC,), days=2)
+    blob = crypto.protect(XML, pki.keys(OWN), short.party(CLINIC), NOW)
+    keys = short.keys(CLINIC)
+    with pytest.raises(CertificateProblem, match=r"encryption certificate .* expired") as caught:
+        crypto.unprotect(blob, keys, pki.party(OWN), NOW + timedelta(days=3))
+    assert caught.value.local  # ours: not the sender's to be told
+    assert crypto.unprotect(blob, keys, pki.party(OWN), NOW + timedelta(days=1)) == XML
+
+
 def test_not_yet_valid_certificate_is_refused(pki: Pki, blob: bytes) -> None:
     before = pki.party(OWN).signing.not_valid_before_utc - timedelta(seconds=1)
     with pytest.raises(CertificateProblem, match="not valid before"):

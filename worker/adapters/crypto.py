@@ -394,6 +394,7 @@ def protect(xml: bytes, own: OwnKeys, recipient: PartyCerts, now: datetime) -> b
 def unprotect(blob: bytes, own: OwnKeys, sender: PartyCerts, now: datetime) -> bytes:
     """Decrypt (current key, then the previous one), verify the sender's signature: the XML."""
     check_certificate(sender.signing, SIGNING, now, local=False)
+    check_certificate(own.encryption_cert, ENCRYPTION, now, local=True)
     signed = decrypt(blob, own)
     return verify(signed, sender.signing)
 
@@ -692,16 +693,40 @@ def _check_signer_identity(signed: Any, signer: Any, cert: x509.Certificate) -> 
             f"signed by another certificate than the registered one {describe(cert)}"
         )
     # As Helsenorge.Messaging: the signer's certificate travels in the message. Here it must be
-    # byte for byte the registered one; any others (a CA chain) must at least be certificates.
+    # byte for byte the registered one; any others must be its CA chain (checked below).
     registered = cert.public_bytes(serialization.Encoding.DER)
     embedded = [c.dump() for c in _embedded_certificates(signed)]
     if registered not in embedded:
         raise UnknownSigner(
             f"the registered signing certificate {describe(cert)} is not in the message"
         )
-    for der in embedded:
-        if der != registered:
-            x509.load_der_x509_certificate(der)  # ValueError -> malformed SignedData
+    others = [x509.load_der_x509_certificate(der) for der in embedded if der != registered]
+    if others:
+        _check_bundled_chain(cert, others)
+
+
+def _check_bundled_chain(registered: x509.Certificate, bundled: list[x509.Certificate]) -> None:
+    """CA certificates a sender bundles must be the signer's chain, each signature checked.
+
+    They are not trusted for anything (the registered certificate is), but nothing signs them
+    either: checking each against what it issued (and a root against itself) is what makes a
+    changed byte in them fail. A top certificate whose own issuer is not bundled cannot be
+    checked further than its name and key.
+    """
+    pool = [registered, *bundled]
+    for ca in bundled:
+        issued = [c for c in pool if c is not ca and c.issuer == ca.subject]
+        if ca.issuer == ca.subject:
+            issued.append(ca)  # a root signs itself
+        if not issued:
+            raise InvalidSignature(f"bundled certificate {describe(ca)} is not the signer's chain")
+        for child in issued:
+            try:
+                child.verify_directly_issued_by(ca)
+            except (ValueError, TypeError, _BadSignature) as exc:
+                raise InvalidSignature(
+                    f"bundled certificate {describe(ca)} did not issue {describe(child)}"
+                ) from exc
 
 
 def _embedded_certificates(signed: Any) -> Sequence[Any]:
