@@ -19,7 +19,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 
@@ -28,14 +27,13 @@ from mappers.model import DialogMessage
 from worker.adapters import crypto
 from worker.adapters.registry import Registry, with_certificates
 from worker.adapters.transports.base import Delivery, Outcome
-from worker.bench.data import CLINIC, PORTAL, booking_request, confirmation, reservation
+from worker.bench.data import CLINIC, PORTAL, booking_request, confirmation
 from worker.bench.env import BenchWorker, bench_worker, pg_schema, redis_db
 from worker.bench.rig import WARMUP, Rig, WorkerCpu
 from worker.bench.run import BenchError, Drained, latency_ms, per_second, say
 from worker.settings import DEFAULT_DATA_DIR, Settings
 
 NAMESPACE = "NHNBench"
-CMS_SECONDS = 1.5
 
 
 @dataclass
@@ -257,35 +255,3 @@ def nhn_scenarios(rig: NhnRig, n: int, rounds: int) -> dict[str, float]:
 
 def _rate(drained: Drained) -> float:
     return drained.rate
-
-
-def cms_rates(seconds: float = CMS_SECONDS) -> dict[str, float]:
-    """Sign-then-encrypt and decrypt-then-verify of a booking document, one core, per second."""
-    from mappers import message as dialog_message
-    from worker.adapters.pki import PkiParty, make_test_pki
-
-    with tempfile.TemporaryDirectory(prefix="timebok-cms-") as tmp:
-        folder = Path(tmp)
-        make_test_pki(
-            folder, [PkiParty(PORTAL.her_id, "portal"), PkiParty(CLINIC.her_id, "clinic")]
-        )
-        ours = crypto.load_keys_from_dir(folder, PORTAL.her_id)
-        theirs = crypto.load_keys_from_dir(folder, CLINIC.her_id)
-        clinic = crypto.PartyCerts(theirs.signing_cert, theirs.encryption_cert)
-        portal = crypto.PartyCerts(ours.signing_cert, ours.encryption_cert)
-        xml = dialog_message.build(reservation(0))
-        now = datetime.now(UTC)
-        blob = crypto.protect(xml, ours, clinic, now)
-        sealed = _per_second(lambda: crypto.protect(xml, ours, clinic, now), seconds)
-        opened = _per_second(lambda: crypto.unprotect(blob, theirs, portal, now), seconds)
-    say(f"cms: sign+encrypt {sealed:.0f}/s, decrypt+verify {opened:.0f}/s (one core)")
-    return {"cms_sign_encrypt_per_s": sealed, "cms_decrypt_verify_per_s": opened}
-
-
-def _per_second(work: Any, seconds: float) -> float:
-    done, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        for _ in range(10):
-            work()
-        done += 10
-    return done / elapsed

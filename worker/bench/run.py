@@ -137,7 +137,7 @@ def say(line: str) -> None:
 
 def measure(settings: Settings, n: int, rounds: int = ROUNDS) -> dict[str, float]:
     """Set up the private stack, run every scenario, tear everything down."""
-    from worker.bench.nhn import cms_rates, nhn_scenarios, nhn_stack
+    from worker.bench.nhn import nhn_scenarios, nhn_stack
     from worker.bench.rig import private_stack
 
     with private_stack(settings, n) as rig:
@@ -147,7 +147,6 @@ def measure(settings: Settings, n: int, rounds: int = ROUNDS) -> dict[str, float
         results |= nhn_scenarios(nhn, n, rounds)
     results["nhn_outbound_ratio"] = results["nhn_outbound_per_s"] / results["outbound_per_s"]
     results["nhn_inbound_ratio"] = results["nhn_inbound_per_s"] / results["inbound_per_s"]
-    results |= cms_rates()
     return results
 
 
