@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -577,3 +578,50 @@ def _blocked_by(bus: Bus, holder: int) -> bool:
             {"holder": holder},
         ).scalar()
     return bool(rows)
+
+
+# -- synchronous request (the interface the lookups use) --------------------------------------
+
+
+def test_a_synchronous_request_gets_its_correlated_answer(bus: Bus) -> None:
+    """Request to the clinic's `_sync`, reply-to our `_syncreply`; a stray answer is skipped."""
+    answered = threading.Event()
+
+    def answer(d: Delivery) -> Outcome:
+        question = bus.open(d)
+        headers = transport_headers(
+            from_her_id=CLINIC, to_her_id=OWN, msg_id=str(uuid.uuid4()), msg_type=d.headers["type"]
+        )
+        assert d.reply_to == f"{OWN}_syncreply"
+        stray = Envelope(d.reply_to, b"<stray/>", headers, correlation_id="someone-else")
+        bus.clinic.publish(stray)
+        bus.clinic.publish(
+            Envelope(
+                d.reply_to, question.replace(b"Q", b"A"), headers, correlation_id=d.correlation_id
+            )
+        )
+        answered.set()
+        return Outcome.ACCEPT
+
+    sub = bus.clinic.subscribe([f"{CLINIC}_sync"], answer)
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: [sub.drain(0.2) for _ in iter(stop.is_set, True)])
+    thread.start()
+    try:
+        msg_id = str(uuid.uuid4())
+        headers = transport_headers(
+            from_her_id=OWN,
+            to_her_id=CLINIC,
+            msg_id=msg_id,
+            msg_type="DIALOG_INNBYGGER_TIMERESERVASJON",
+        )
+        got = bus.deps.epj.request(
+            Envelope(f"{CLINIC}_sync", b"<Q/>", headers), f"{OWN}_syncreply", 20
+        )
+    finally:
+        stop.set()
+        thread.join(5)
+        sub.close()
+    assert answered.is_set() and got is not None
+    assert got.correlation_id == msg_id
+    assert bus.deps.epj.open(got) == b"<A/>"

@@ -333,8 +333,12 @@ def _unsendable(deps: Deps, item: Pending, exc: Unsendable) -> None:
             return
         message = s.get(MessageRow, row.message_id)
         s.delete(row)
-        if message is not None:
-            fail_undelivered(deps, s, message, f"not sent: {exc}")
+        if message is None:
+            return
+        if message.msg_type == "APPREC":  # our receipt: its booking is not what failed
+            message.status, message.error_text = "failed", f"not sent: {exc}"[:1000]
+            return
+        fail_undelivered(deps, s, message, f"not sent: {exc}")
 
 
 def _record_failure(deps: Deps, item: Pending, exc: EpjUnavailable) -> None:
