@@ -25,7 +25,12 @@ from worker.adapters.store.outbox import (
     outgoing_pg,
 )
 from worker.adapters.store.tables import MessageRow, OutboxRow
-from worker.adapters.transports.base import Envelope, Unsendable, transport_headers
+from worker.adapters.transports.base import (
+    Envelope,
+    PublishesLater,
+    Unsendable,
+    transport_headers,
+)
 from worker.bootstrap import Deps
 from worker.errors import EpjUnavailable
 from worker.settings import async_queue
@@ -255,6 +260,9 @@ def _publish_one(deps: Deps, item: Pending) -> bool:
 
 
 def _publish_leased(deps: Deps, item: Pending) -> bool:
+    epj = deps.epj
+    if deps.marks is not None and isinstance(epj, PublishesLater):
+        return _publish_leased_later(deps, epj, item)
     try:
         deps.epj.publish(Envelope(item.queue, item.body, dict(item.headers)))
     except EpjUnavailable as exc:
@@ -271,6 +279,32 @@ def _publish_leased(deps: Deps, item: Pending) -> bool:
     with deps.store.statement() as conn:
         claimed = claim_published(conn, [mark]).get(item.outbox_id, Claimed(False))
     _marked(item, mark.at, claimed)
+    return True
+
+
+def _publish_leased_later(deps: Deps, epj: PublishesLater, item: Pending) -> bool:
+    """The worker on the national bus: the broker's `accepted` takes a quorum queue's round
+    trip, so the handler does not wait for it; the mark goes to the marks thread once it
+    comes. No answer (a lost connection) leaves the row to the relay when its lease ends,
+    which publishes it again with the same MsgId."""
+    marks = deps.marks
+    assert marks is not None
+
+    def done(error: BaseException | None) -> None:
+        if error is not None:
+            log.warning(
+                "EPJ transport did not accept a message: %s", error, extra={"queue": item.queue}
+            )
+            return
+        mark = Mark(item.outbox_id, utcnow(), _deadline(deps))
+        _log_published(item)
+        marks.add(mark, partial(_marked, item, mark.at))
+
+    try:
+        epj.publish_later(Envelope(item.queue, item.body, dict(item.headers)), done)
+    except Unsendable as exc:
+        _unsendable(deps, item, exc)
+        return False
     return True
 
 

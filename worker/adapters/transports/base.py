@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mappers.model import DialogMessage
 from worker.errors import PermanentError
@@ -117,6 +117,19 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Drop connections (a fresh one is made on next use)."""
+        ...
+
+
+@runtime_checkable
+class PublishesLater(Protocol):
+    """A transport that can hand a message over without waiting for the broker's answer."""
+
+    def publish_later(self, item: Envelope, done: Callable[[BaseException | None], None]) -> None:
+        """Send `item`; `done(None)` once the broker accepted it, `done(error)` if not.
+
+        Raises Unsendable at once (nothing sent); `done` runs in the transport's IO thread
+        and must not block.
+        """
         ...
 
 

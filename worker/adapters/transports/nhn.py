@@ -358,6 +358,15 @@ class NhnTransport:
         """Seal (unless told not to), send, and wait for the broker's `accepted`."""
         self.send(item.queue, self.message(item))
 
+    def publish_later(self, item: Envelope, done: Callable[[BaseException | None], None]) -> None:
+        """Seal and send without waiting: `done` runs in the IO thread with the outcome."""
+        message = self.message(item)
+        io = self._loop()
+        answer: Future[None] = Future()
+        answer.add_done_callback(lambda f: done(f.exception()))
+        target = f"/exchange/{self.address.namespace}/{item.queue}"
+        io.call(partial(io.send, target, message, answer))
+
     def send(self, queue: str, message: Any) -> None:
         """Send a prepared message to `/exchange/<namespace>/<queue>`, wait for `accepted`."""
         io = self._loop()
