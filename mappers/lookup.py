@@ -249,6 +249,8 @@ def _check_slots(slots: tuple[Slot, ...], error: type[InvalidInput | InvalidData
         if slot.id in seen:
             raise error(f"slot id {slot.id} appears twice", code=code)
         seen.add(slot.id)
+        if slot.start.utcoffset() is None or slot.end.utcoffset() is None:
+            raise error(f"slot {slot.id}: datetime must be timezone-aware", code=code)
         if slot.end <= slot.start:
             raise error(f"slot {slot.id} ends before it starts", code=code)
 
