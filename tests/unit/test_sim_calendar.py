@@ -1,5 +1,5 @@
-"""The simulator's calendar (worker/sim/calendar.py): layout from the registry keys, determinism,
-the lookup filters, take / free, and the race for one slot."""
+"""The simulator's calendar (worker/sim/calendar.py, calendar_config.py): layout from the
+registry keys, determinism, the lookup filters, take / free, and the race for one slot."""
 
 from __future__ import annotations
 
@@ -15,18 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from mappers.codes import AppointmentType
-from mappers.model import Practitioner, SlotQuery
+from mappers import lookup
+from mappers.codes import AppointmentType, ReplyCode
+from mappers.model import Lookup, Party, Person, Practitioner, SlotQuery
 from worker.adapters.registry import Clinic, Registry, Unit
 from worker.sim import calendar as cal
-from worker.sim.calendar import (
-    OSLO,
-    CalendarConfigError,
-    CalendarSettings,
-    ClinicCalendar,
-    SlotTaken,
-    UnknownSlot,
-)
+from worker.sim import calendar_config as config
+from worker.sim.calendar import OSLO, ClinicCalendar, SlotMismatch, SlotTaken, UnknownSlot
+from worker.sim.calendar_config import CalendarConfigError, CalendarSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "worker" / "sample" / "registry.toml"
@@ -78,8 +74,8 @@ location = "Laboratoriet, 1. etasje"
 
 def calendar(seed: int = 1, text: str = REGISTRY_TEXT) -> ClinicCalendar:
     """The test clinic's calendar from the registry keys above."""
-    settings = cal.settings_from_registry_text(text)
-    return ClinicCalendar(CLINIC.her_id, cal.units_of(CLINIC, settings), seed)
+    settings = config.settings_from_registry_text(text)
+    return ClinicCalendar(CLINIC.her_id, config.units_of(CLINIC, settings), seed)
 
 
 def two_weeks() -> SlotQuery:
@@ -90,7 +86,7 @@ def two_weeks() -> SlotQuery:
 
 
 def test_unit_settings_inherit_the_clinic_and_override_their_own_keys() -> None:
-    settings = cal.settings_from_registry_text(REGISTRY_TEXT)
+    settings = config.settings_from_registry_text(REGISTRY_TEXT)
     clinic = settings["8090001"]
     assert (clinic.days_ahead, clinic.slot_minutes, clinic.urgent_held_back) == (10, 30, 1)
     assert (clinic.opens, clinic.closes) == (time(8), time(12))
@@ -101,7 +97,7 @@ def test_unit_settings_inherit_the_clinic_and_override_their_own_keys() -> None:
 
 
 def test_units_have_their_practitioner_and_place() -> None:
-    gp, lab = cal.units_of(CLINIC, cal.settings_from_registry_text(REGISTRY_TEXT))
+    gp, lab = config.units_of(CLINIC, config.settings_from_registry_text(REGISTRY_TEXT))
     assert gp.practitioner == Practitioner("August September", her_id=GP_UNIT, hpr="9144889")
     assert gp.location == "Testlegekontoret"
     assert lab.practitioner is None
@@ -110,7 +106,7 @@ def test_units_have_their_practitioner_and_place() -> None:
 
 def test_a_clinic_without_units_is_its_own_calendar_with_defaults() -> None:
     alone = Clinic("8090020", "Video Legesenter", None, frozenset({"timereservasjon"}))
-    [unit] = cal.units_of(alone, {})
+    [unit] = config.units_of(alone, {})
     assert unit.her_id == "8090020"
     assert unit.settings == CalendarSettings()
     assert unit.practitioner == Practitioner("Video Legesenter", her_id="8090020")
@@ -137,26 +133,26 @@ def test_a_clinic_without_units_is_its_own_calendar_with_defaults() -> None:
 def test_bad_settings_name_the_clinic_and_key(keys: str, message: str) -> None:
     text = f'[[clinic]]\nher_id = 7\nname = "A"\nprocesses = []\n[clinic.sim_calendar]\n{keys}\n'
     with pytest.raises(CalendarConfigError, match="clinic 7") as caught:
-        cal.settings_from_registry_text(text)
+        config.settings_from_registry_text(text)
     assert message in str(caught.value)
 
 
 def test_bad_unit_settings_name_the_unit() -> None:
     text = REGISTRY_TEXT.replace('services = ["lab_test"]', "services = 3")
     with pytest.raises(CalendarConfigError, match="clinic 8090001 unit 8090003: sim_calendar"):
-        cal.settings_from_registry_text(text)
+        config.settings_from_registry_text(text)
 
 
 def test_sim_calendar_must_be_a_table_and_the_registry_toml() -> None:
     with pytest.raises(CalendarConfigError, match="must be a table"):
-        cal.settings_from_registry_text('[[clinic]]\nher_id = 7\nsim_calendar = "yes"\n')
+        config.settings_from_registry_text('[[clinic]]\nher_id = 7\nsim_calendar = "yes"\n')
     with pytest.raises(CalendarConfigError, match="not valid TOML"):
-        cal.settings_from_registry_text("[[clinic]\n")
+        config.settings_from_registry_text("[[clinic]\n")
 
 
 def test_the_sample_registry_gives_every_connected_clinic_free_slots() -> None:
     registry = Registry.load(SAMPLE)
-    settings = cal.settings_from_registry_text(SAMPLE.read_text(encoding="utf-8"))
+    settings = config.settings_from_registry_text(SAMPLE.read_text(encoding="utf-8"))
     calendars = cal.calendars(registry.clinics, settings, seed=3)
     for clinic in registry.clinics:
         assert calendars[clinic.her_id].free_slots(two_weeks(), now=NOW), clinic.her_id
@@ -467,3 +463,74 @@ def test_many_takers_many_slots_each_slot_won_once() -> None:
         thread.join()
     assert wins == Counter({slot.id: 1 for slot in slots})
     assert all(clinic.is_taken(slot.id) for slot in slots)
+
+
+def test_a_reservation_with_another_time_than_the_slot_is_refused() -> None:
+    clinic = calendar()
+    slot = clinic.free_slots(two_weeks(), now=NOW)[0]
+    with pytest.raises(SlotMismatch, match=slot.id):
+        clinic.take(slot.id, now=NOW, start=slot.start + timedelta(minutes=5), end=slot.end)
+    assert not clinic.is_taken(slot.id)
+    same_instant = slot.start.astimezone(UTC)  # the time as it comes back from the XML
+    assert clinic.take(slot.id, now=NOW, start=same_instant, end=slot.end) == slot
+
+
+# ---------------------------------------------------------------------------- answering lookups
+
+PORTAL = Party("8093244", "Helsenorge.no")
+PATIENT = Person("12858010053", "Line", "Danser")
+
+
+def _free_lookup(query: SlotQuery, unit: str | None = None) -> Lookup:
+    receiver = Party(CLINIC.her_id, CLINIC.name, Party(unit, "enhet") if unit else None)
+    return lookup.free_slots_request(
+        msg_id="q-1", gen_date=NOW, sender=PORTAL, receiver=receiver, query=query
+    )
+
+
+def test_a_free_slots_lookup_is_answered_from_the_calendar_and_builds() -> None:
+    clinic = calendar()
+    asked = _free_lookup(replace(two_weeks(), appointment_type=AppointmentType.VIDEO), GP_UNIT)
+    answer = cal.answer_lookup(clinic, asked, now=NOW, msg_id="a-1")
+    expected = clinic.free_slots(asked.query, now=NOW, unit=GP_UNIT)
+    assert answer.code is ReplyCode.LISTING and answer.slots == tuple(expected)
+    assert answer.slots and all(s.unit_her_id == GP_UNIT for s in answer.slots)
+    parsed = lookup.parse_answer(lookup.build_answer(answer))
+    assert parsed == answer  # the calendar's slots are carried unchanged
+    assert answer.envelope.conversation is not None
+    assert answer.envelope.conversation.ref_to_parent == "q-1"
+
+
+def test_a_taken_slot_is_not_in_the_next_answer() -> None:
+    clinic = calendar()
+    asked = _free_lookup(two_weeks())
+    first = cal.answer_lookup(clinic, asked, now=NOW, msg_id="a-1").slots[0]
+    clinic.take(first.id, now=NOW)
+    again = cal.answer_lookup(clinic, asked, now=NOW, msg_id="a-2")
+    assert first.id not in {s.id for s in again.slots}
+
+
+def test_a_planned_lookup_lists_the_patients_appointments() -> None:
+    clinic = calendar()
+    slot = clinic.free_slots(two_weeks(), now=NOW)[2]
+    clinic.take(slot.id, now=NOW, patient=PATIENT.fnr, appointment_uid="avtale-7")
+    asked = lookup.planned_request(
+        msg_id="q-2",
+        gen_date=NOW,
+        sender=PORTAL,
+        receiver=Party(CLINIC.her_id, CLINIC.name),
+        patient=PATIENT,
+    )
+    answer = cal.answer_lookup(clinic, asked, now=NOW, msg_id="a-3")
+    assert [s.id for s in answer.slots] == ["avtale-7"]
+    assert lookup.parse_answer(lookup.build_answer(answer)) == answer
+    other = replace(
+        asked, envelope=replace(asked.envelope, patient=Person("03918810047", "K", "D"))
+    )
+    assert cal.answer_lookup(clinic, other, now=NOW, msg_id="a-4").slots == ()
+
+
+def test_a_clinic_without_a_calendar_answers_not_offered() -> None:
+    answer = cal.answer_lookup(None, _free_lookup(two_weeks()), now=NOW, msg_id="a-5")
+    assert answer.code is ReplyCode.NOT_OFFERED and answer.slots == ()
+    assert lookup.parse_answer(lookup.build_answer(answer)) == answer
