@@ -97,6 +97,7 @@ class ReplyCode(StrEnum):
     GENERAL_ERROR = "31"  # Generell feil
     NOT_OFFERED = "33"  # Tjeneste tilbys ikke
     CHANGE_REFUSED = "34"  # Time kunne ikke endres
+    LISTING = "01"  # [our choice] the answer to a lookup: the slots or appointments found
 
 
 REPLY_NAMES: dict[ReplyCode, str] = {
@@ -111,6 +112,7 @@ REPLY_NAMES: dict[ReplyCode, str] = {
     ReplyCode.GENERAL_ERROR: "Generell feil",
     ReplyCode.NOT_OFFERED: "Tjeneste tilbys ikke",
     ReplyCode.CHANGE_REFUSED: "Time kunne ikke endres",
+    ReplyCode.LISTING: "Oversikt over timer",
 }
 
 
@@ -265,3 +267,7 @@ class Function(StrEnum):
     WISH_REPLY = "SvarOnske"  # EPJ -> portal: answer to a wish
     CANCELLATION_REPLY = "SvarAvbestilling"  # EPJ -> portal: answer to a cancellation
     APPOINTMENT = "Avtale"  # EPJ -> portal: appointment booked / changed / cancelled at the clinic
+    LIST_FREE = "HentLedigeTimer"  # portal -> EPJ, synchronous: free slots in a period
+    LIST_FREE_REPLY = "SvarLedigeTimer"  # EPJ -> portal, synchronous: the free slots
+    LIST_PLANNED = "HentPlanlagteTimer"  # portal -> EPJ, synchronous: a patient's appointments
+    LIST_PLANNED_REPLY = "SvarPlanlagteTimer"  # EPJ -> portal, synchronous: those appointments

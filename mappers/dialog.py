@@ -157,6 +157,11 @@ def _practitioner(practitioner: Practitioner) -> etree._Element:
     return roles
 
 
+def practitioner_roles(practitioner: Practitioner) -> etree._Element:
+    """A fresh RollerRelatertNotat/HealthcareProfessional for `practitioner`."""
+    return clone(_practitioner(practitioner))
+
+
 # ---------------------------------------------------------------------------- parse
 
 
@@ -233,8 +238,17 @@ def _free_text(element: etree._Element, tag: str) -> str | None:
 def _parse_practitioner(element: etree._Element) -> Practitioner | None:
     """The first HealthcareProfessional among the element's own RollerRelatertNotat."""
     hcp = first(first(element, _ROLLER), _HCP)
-    if hcp is None:
-        return None
+    return None if hcp is None else _practitioner_of(hcp)
+
+
+def practitioners(element: etree._Element) -> tuple[Practitioner, ...]:
+    """Every HealthcareProfessional among the element's own RollerRelatertNotat, in order."""
+    found = (first(roles, _HCP) for roles in element.iterchildren(_ROLLER))
+    return tuple(_practitioner_of(hcp) for hcp in found if hcp is not None)
+
+
+def _practitioner_of(hcp: etree._Element) -> Practitioner:
+    """A Practitioner from one HealthcareProfessional."""
     names = (text_of(hcp, _GIVEN), text_of(hcp, _MIDDLE), text_of(hcp, _FAMILY))
     return Practitioner(
         name=" ".join(n.strip() for n in names if n and n.strip()),

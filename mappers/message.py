@@ -48,12 +48,12 @@ def build_element(msg: DialogMessage) -> etree._Element:
     content = _dialog_content(msg)
     root = envelope.build(msg.envelope)
     issued = msg.envelope.gen_date
-    _build_document(root, dialog.build(content), _describe(content), issued)
+    add_document(root, dialog.build(content), _describe(content), issued)
     if msg.event is not None:
         event = xcal.build(msg.event, stamp=issued)
-        _build_document(root, event, EVENT_DESCRIPTION, issued)
+        add_document(root, event, EVENT_DESCRIPTION, issued)
     if msg.relation is not None:
-        _build_document(root, relation.build(msg.relation), RELATION_DESCRIPTION, issued)
+        add_document(root, relation.build(msg.relation), RELATION_DESCRIPTION, issued)
     xmlsafe.validate(root)
     return root
 
@@ -74,7 +74,7 @@ def _describe(content: Request | Reply) -> str:
     return REPLY_NAMES[content.code]
 
 
-def _build_document(
+def add_document(
     root: etree._Element, content: etree._Element, description: str, issued: datetime
 ) -> None:
     """Document/RefDoc/Content holding one XML instance."""
@@ -114,12 +114,12 @@ def parse_element(root: etree._Element) -> DialogMessage:
     env = envelope.parse(root)
     if env.patient is None:
         raise MissingData("MsgInfo/Patient is missing")
-    contents = _contents(root)
-    dialog_root = contents.get(NS_DIALOG)
+    found = contents(root)
+    dialog_root = found.get(NS_DIALOG)
     if dialog_root is None:
         raise UnsupportedMessage("the message carries no Dialogmelding document")
     content = dialog.parse(dialog_root)
-    event_root, relation_root = contents.get(NS_XCAL), contents.get(NS_RELATION)
+    event_root, relation_root = found.get(NS_XCAL), found.get(NS_RELATION)
     return DialogMessage(
         envelope=env,
         request=content if isinstance(content, Request) else None,
@@ -129,7 +129,7 @@ def parse_element(root: etree._Element) -> DialogMessage:
     )
 
 
-def _contents(root: etree._Element) -> dict[str, etree._Element]:
+def contents(root: etree._Element) -> dict[str, etree._Element]:
     """Each Content instance by namespace; two of the same kind are more than timebok handles."""
     found: dict[str, etree._Element] = {}
     for document in root.iterchildren(_DOCUMENT):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from mappers.codes import (
     AppointmentType,
@@ -162,3 +162,54 @@ class AppRec:
     original: OriginalMsgRef
     errors: tuple[ReceiptError, ...] = field(default_factory=tuple)
     version: str = "1.1"
+
+
+@dataclass(frozen=True)
+class SlotQuery:
+    """What a lookup asks a clinic's calendar: a period and optional filters."""
+
+    start: date | None = None  # Foresporsel/FraDato, the first day asked about
+    end: date | None = None  # Foresporsel/TilDato, the last day asked about (inclusive)
+    appointment_type: AppointmentType | None = None  # KodetOpplysning, code list 7617
+    service: str | None = None  # Formål, the contract's service code (consultation, ...)
+    practitioner: Practitioner | None = None  # RollerRelatertNotat/HealthcareProfessional
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One free slot or planned appointment of a lookup answer (one xCal vevent).
+
+    The first eight fields are the slot object of `timebok slots --json`.
+    """
+
+    id: str  # vevent uid: what a ReserverAvtale puts in related-to
+    start: datetime  # dtstart
+    end: datetime  # dtend
+    appointment_type: AppointmentType | None  # categories "7617:<code>"
+    service: str | None  # x-servicetype
+    practitioner: Practitioner | None  # the Notat's HealthcareProfessional with this HER-id
+    unit_her_id: str  # vevent contact: the (level-2) party owning the slot
+    location: str | None  # location
+    summary: str | None = None  # summary, e.g. "Konsultasjon hos fastlege"
+    url: str | None = None  # a planned video appointment's link
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A whole HentLedigeTimer (7601 HLT) or HentPlanlagteTimer (HBT) message."""
+
+    envelope: Envelope  # receiver: the clinic, with the unit asked about as its level-2 party
+    code: RequestCode  # RequestCode.LIST_FREE or RequestCode.LIST_BOOKED
+    query: SlotQuery
+
+
+@dataclass(frozen=True)
+class LookupAnswer:
+    """A whole SvarLedigeTimer / SvarPlanlagteTimer: a Notat (7602) and its slots."""
+
+    envelope: Envelope
+    code: ReplyCode  # ReplyCode.LISTING, or why the clinic does not answer (26, 30, 31, 33)
+    slots: tuple[Slot, ...] = ()  # empty: nothing free (or planned) in the period
+    text: str | None = None  # TekstNotatInnhold
+    asked: RequestCode | None = None  # the nested Foresporsel's TypeForesp (HLT / HBT)
+    query: SlotQuery | None = None  # the nested Foresporsel's period and filters

@@ -1,8 +1,8 @@
-"""xCal (RFC 6321): one appointment `Event` as icalendar/vcalendar/vevent."""
+"""xCal (RFC 6321): appointment `Event`s as icalendar/vcalendar/vevent (one, or a lookup's list)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
 
@@ -47,10 +47,34 @@ _OPTIONAL = (
 _KINDS = {"url": _URI, "dtstamp": _DATE_TIME, "dtstart": _DATE_TIME, "dtend": _DATE_TIME}
 
 
+# How an appointment type becomes the text after "7617:" and back (lookups pass their own).
+TypeCode = Callable[[AppointmentType], str]
+TypeReader = Callable[[str], AppointmentType | None]
+
+
 @guarded
 def build(event: Event, *, stamp: datetime | None = None) -> etree._Element:
     """An icalendar root with one vevent; `stamp` becomes DTSTAMP (when the event was sent)."""
-    values = _values(event, stamp)
+    return _vcalendar(event, stamp, str)
+
+
+@guarded
+def build_all(
+    events: Sequence[Event], *, stamp: datetime | None = None, type_code: TypeCode = str
+) -> etree._Element:
+    """An icalendar root with one vevent per event, in order (RFC 5545 needs at least one)."""
+    if not events:
+        raise ValueError("a vcalendar carries at least one vevent")  # InvalidInput via guarded
+    root, *rest = (_vcalendar(event, stamp, type_code) for event in events)
+    components = root[0][1]
+    for other in rest:
+        components.append(other[0][1][0])
+    return root
+
+
+def _vcalendar(event: Event, stamp: datetime | None, type_code: TypeCode) -> etree._Element:
+    """A filled copy of the cached icalendar template for one event."""
+    values = _values(event, stamp, type_code)
     root = clone(_calendar(tuple(name for name, _ in values)))
     props = root[0][1][0][0]  # vcalendar/components/vevent/properties
     for prop, (_, value) in zip(props, values, strict=True):
@@ -58,10 +82,11 @@ def build(event: Event, *, stamp: datetime | None = None) -> etree._Element:
     return root
 
 
-def _values(event: Event, stamp: datetime | None) -> list[tuple[str, str]]:
+def _values(event: Event, stamp: datetime | None, type_code: TypeCode) -> list[tuple[str, str]]:
     """(property, value) pairs in document order; RFC 6321 has no empty values, so an empty
     optional text is left out."""
-    category = None if event.appointment_type is None else CATEGORY_PREFIX + event.appointment_type
+    kind = event.appointment_type
+    category = None if kind is None else CATEGORY_PREFIX + type_code(kind)
     optional = (
         event.related_to,
         event.summary,
@@ -100,8 +125,41 @@ def _calendar(names: tuple[str, ...]) -> etree._Element:
 
 
 def parse(root: etree._Element) -> Event:
-    """An Event from a schema-valid icalendar root (aware datetimes, zone as sent)."""
-    vevent = child(child(child(root, _VCALENDAR), _COMPONENTS), _VEVENT)
+    """The one Event of a schema-valid icalendar root (aware datetimes, zone as sent)."""
+    vevents = _vevents(root)
+    if len(vevents) != 1:
+        # The profile allows many (lookup answers); a booking message still carries one.
+        raise SchemaInvalid([f"vcalendar carries {len(vevents)} vevents; this message has one"])
+    return _event(vevents[0], _appointment_type)
+
+
+def parse_all(root: etree._Element, *, read_type: TypeReader | None = None) -> tuple[Event, ...]:
+    """Every Event of a schema-valid icalendar root, in document order."""
+    reader = _appointment_type if read_type is None else _categories(read_type)
+    return tuple(_event(vevent, reader) for vevent in _vevents(root))
+
+
+def _vevents(root: etree._Element) -> list[etree._Element]:
+    """The vevent elements of vcalendar/components."""
+    return list(child(child(root, _VCALENDAR), _COMPONENTS).iterchildren(_VEVENT))
+
+
+def _categories(read_type: TypeReader) -> Callable[[str | None], AppointmentType | None]:
+    """A categories reader using `read_type` for the code after "7617:"."""
+
+    def read(category: str | None) -> AppointmentType | None:
+        """The appointment type of one categories value."""
+        if category is None or not category.startswith(CATEGORY_PREFIX):
+            return None
+        return read_type(category.removeprefix(CATEGORY_PREFIX))
+
+    return read
+
+
+def _event(
+    vevent: etree._Element, read_type: Callable[[str | None], AppointmentType | None]
+) -> Event:
+    """An Event from one vevent."""
     values = {
         etree.QName(prop).localname: (prop[0].text or "") if len(prop) else ""
         for prop in child(vevent, _PROPERTIES)
@@ -116,7 +174,7 @@ def parse(root: etree._Element) -> Event:
         summary=get("summary"),
         description=get("description"),
         location=get("location"),
-        appointment_type=_appointment_type(get("categories")),
+        appointment_type=read_type(get("categories")),
         service=get("x-servicetype"),
         status=get("status"),
         url=get("url"),

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, cast
 
 from mappers.model import Party
 from worker.adapters.registry import AddressRegistry, Registry
 from worker.adapters.store.db import Store
 from worker.adapters.store.marks import Marks
-from worker.adapters.transports.kombu import EpjTransport, KombuTransport
+from worker.adapters.transports.base import Transport
+from worker.adapters.transports.kombu import KombuTransport
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.adapters import crypto
 
 
 def _utcnow() -> datetime:
@@ -24,7 +30,7 @@ class Deps:
 
     settings: Settings
     store: Store
-    epj: EpjTransport
+    epj: Transport
     registry: AddressRegistry
     clock: Callable[[], datetime] = field(default=_utcnow)
     # Marks of published leased rows, written in batches (the worker on PostgreSQL);
@@ -41,9 +47,34 @@ def bootstrap(settings: Settings | None = None) -> Deps:
     """Build the store, transport and registry from settings."""
     cfg = settings or Settings()
     store = Store.open(cfg.database_url, cfg.database_schema)
+    registry = Registry.load(cfg.registry_file)
     return Deps(
         settings=cfg,
         store=store,
-        epj=KombuTransport(cfg.epj_url),
-        registry=Registry.load(cfg.registry_file),
+        epj=make_transport(cfg, registry),
+        registry=registry,
     )
+
+
+def make_transport(cfg: Settings, registry: Registry) -> Transport:
+    """The EPJ transport TIMEBOK_EPJ_TRANSPORT names (nhn: with our keys, checked now)."""
+    if cfg.epj_transport != "nhn":
+        return KombuTransport(cfg.epj_url)
+    from worker.adapters import crypto
+    from worker.adapters.transports.cms import CmsProtection
+    from worker.adapters.transports.nhn import NhnTransport
+
+    own = crypto.load_own_keys(cfg)
+    book = crypto.CertificateBook(partial(_clinic, registry))
+    protection = CmsProtection({cfg.own_her_id: own}, book, cpa_ids=partial(_cpa_id, registry))
+    return NhnTransport(cfg.epj_url, protection)
+
+
+def _clinic(registry: Registry, her_id: str) -> crypto.ClinicCertificates | None:
+    # A frozen Clinic has read-only fields, which the Protocol's plain attributes reject.
+    return cast("crypto.ClinicCertificates | None", registry.clinic(her_id))
+
+
+def _cpa_id(registry: Registry, her_id: str) -> str | None:
+    clinic = registry.clinic(her_id)
+    return clinic.cpa_id if clinic is not None else None

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     epj_broker_url: str | None = Field(
         default=None, description="EPJ transport; defaults to broker_url (amqp:// works too)"
     )
+    epj_transport: str = Field(
+        default="kombu", pattern="^(kombu|nhn)$", description="kombu, or nhn (the national bus)"
+    )
     database_url: str = Field(
         default=f"sqlite:///{DEFAULT_DATA_DIR / 'timebok.db'}",
         description="SQLAlchemy URL; PostgreSQL via postgresql+psycopg://...",
@@ -55,6 +58,15 @@ class Settings(BaseSettings):
     )
     timeout_check_interval: float = Field(default=10.0, gt=0)
 
+    # Keys and certificates of our own party (PEM files; the `nhn` transport only).
+    signing_key: Path | None = Field(default=None, description="private key that signs (PEM)")
+    signing_cert: Path | None = Field(default=None, description="its certificate, nonRepudiation")
+    encryption_key: Path | None = Field(default=None, description="private key that decrypts")
+    encryption_cert: Path | None = Field(default=None, description="its cert, keyEncipherment")
+    previous_encryption_key: Path | None = Field(
+        default=None, description="the key before a rollover, still accepted for decryption"
+    )
+
     @model_validator(mode="after")
     def _default_epj_broker(self) -> Settings:
         if not self.epj_broker_url:
@@ -89,6 +101,9 @@ def async_queue(her_id: str) -> str:
 def error_queue(her_id: str) -> str:
     """The error queue of a communication party."""
     return f"{her_id}_error"
+
+
+BUS_QUEUE_SUFFIXES = ("_async", "_sync", "_syncreply", "_error", "_dl")  # per party, the bus
 
 
 def load() -> Settings:

@@ -165,3 +165,15 @@ def test_each_drain_counts_its_best_round() -> None:
     # the CPU per item of the round that counted
     assert (got["noop_worker_cpu_ms"], got["outbound_worker_cpu_ms"]) == (2.0, 4.0)
     assert got["inbound_worker_cpu_ms"] == 2_000 / 450
+
+
+def test_cms_figures_are_in_the_results_and_measure_real_work() -> None:
+    rig = _ScriptedRig(noops=[1000.0], outs=[500.0], ins=[450.0])
+    got = scenarios(rig, 1000, rounds=1)  # type: ignore[arg-type]
+    assert got["cms_sign_encrypt_per_s"] == got["cms_decrypt_verify_per_s"] == 12_000.0
+
+    from worker.bench import cms
+
+    assert 4_500 <= cms.message_bytes() <= 5_500  # the "about 5 KB dialog message"
+    assert cms.sign_encrypt_rate(seconds=0.01) > 0
+    assert cms.decrypt_verify_rate(seconds=0.01) > 0

@@ -182,6 +182,22 @@ GOOD_CLINIC = 'her_id = 1\nname = "A"\nprocesses = ["timeonske"]\n'
             "[[clinic]]\n" + GOOD_CLINIC + 'unit = "U"\n',
             "clinic[0] (her_id 1): 'unit' must be an array of tables ([[clinic.unit]])",
         ),
+        (
+            "[[clinic]]\n" + GOOD_CLINIC + 'signing_cert = "certs/1-signing.pem"\n',
+            "clinic[0] (her_id 1): 'signing_cert' without 'encryption_cert': give both or neither",
+        ),
+        (
+            "[[clinic]]\n" + GOOD_CLINIC + 'encryption_cert = "certs/1-encryption.pem"\n',
+            "clinic[0] (her_id 1): 'encryption_cert' without 'signing_cert': give both or neither",
+        ),
+        (
+            "[[clinic]]\n" + GOOD_CLINIC + 'signing_cert = ""\nencryption_cert = "e.pem"\n',
+            "clinic[0] (her_id 1): 'signing_cert' must be a non-empty string",
+        ),
+        (
+            "[[clinic]]\n" + GOOD_CLINIC + 'cpa_id = "5f7e3c1a"\n',
+            "clinic[0] (her_id 1): 'cpa_id' must be a UUID (got '5f7e3c1a')",
+        ),
     ],
 )
 def test_broken_file_names_file_entry_and_key(tmp_path: Path, text: str, problem: str) -> None:
@@ -223,3 +239,28 @@ def test_built_in_code() -> None:
     assert registry.clinic("5") is clinic
     assert clinic.supports(Process.WISH)
     assert not clinic.supports(Process.RESERVATION)
+
+
+def test_certificates_and_cpa_id_resolve_against_the_registry_file(tmp_path: Path) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    path = folder / "registry.toml"
+    path.write_text(
+        "[[clinic]]\n" + GOOD_CLINIC + 'signing_cert = "certs/1-signing.pem"\n'
+        'encryption_cert = "/abs/1-encryption.pem"\n'
+        'cpa_id = "5F7E3C1A-2B4D-4E6F-8A9B-0C1D2E3F4A5B"\n',
+        encoding="utf-8",
+    )
+    clinic = Registry.load(path).clinic("1")
+    assert clinic is not None
+    assert clinic.signing_cert == folder.resolve() / "certs" / "1-signing.pem"
+    assert clinic.encryption_cert == Path("/abs/1-encryption.pem")
+    assert clinic.cpa_id == "5F7E3C1A-2B4D-4E6F-8A9B-0C1D2E3F4A5B"  # sent as written
+    assert clinic.has_certificates
+
+
+def test_a_clinic_without_certificates(registry: Registry) -> None:
+    clinic = registry.clinic("8090001")
+    assert clinic is not None
+    assert (clinic.signing_cert, clinic.encryption_cert, clinic.cpa_id) == (None, None, None)
+    assert not clinic.has_certificates

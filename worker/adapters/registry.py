@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,18 @@ class Clinic:
     phone: str | None
     processes: frozenset[str]  # registry process names, see mappers.codes.REGISTRY_PROCESS
     units: tuple[Unit, ...] = ()
+    # The national-bus transport's public certificates (PEM), resolved against the registry
+    # file's folder; None when the clinic has none (it cannot be sent to on `nhn`).
+    signing_cert: Path | None = None
+    encryption_cert: Path | None = None
+    cpa_id: str | None = (
+        None  # the collaboration agreement's id, sent as application property cpaId
+    )
+
+    @property
+    def has_certificates(self) -> bool:
+        """Whether the registry names both certificates the `nhn` transport needs."""
+        return self.signing_cert is not None and self.encryption_cert is not None
 
     @property
     def connected(self) -> bool:
@@ -107,13 +120,19 @@ class Registry:
             raise RegistryError(f"{path}: cannot read: {exc.strerror or exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise RegistryError(f"{path}: not valid TOML: {exc}") from exc
-        return cls.from_mapping(data, source=str(path))
+        return cls.from_mapping(data, source=str(path), base=Path(path).resolve().parent)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object], source: str = "<registry>") -> Registry:
-        """Build a registry from parsed TOML; errors are prefixed with `source`."""
+    def from_mapping(
+        cls, data: Mapping[str, object], source: str = "<registry>", base: Path | None = None
+    ) -> Registry:
+        """Build a registry from parsed TOML; errors are prefixed with `source`.
+
+        Certificate paths are relative to `base` (the registry file's folder; default: the
+        current directory).
+        """
         try:
-            return cls(_clinics(data), _portal(data))
+            return cls(_clinics(data, base or Path.cwd()), _portal(data))
         except RegistryError as exc:
             raise RegistryError(f"{source}: {exc}") from None
 
@@ -152,17 +171,17 @@ class Registry:
         return clinic.name if clinic is not None else None
 
 
-def _clinics(data: Mapping[str, object]) -> list[Clinic]:
+def _clinics(data: Mapping[str, object], base: Path) -> list[Clinic]:
     """Every [[clinic]] entry, checked."""
     entries = data.get("clinic")
     if entries is None:
         raise RegistryError("no [[clinic]] entries")
     if not isinstance(entries, list):
         raise RegistryError("'clinic' must be an array of tables ([[clinic]])")
-    return [_clinic(entry, f"clinic[{index}]") for index, entry in enumerate(entries)]
+    return [_clinic(entry, f"clinic[{index}]", base) for index, entry in enumerate(entries)]
 
 
-def _clinic(entry: object, where: str) -> Clinic:
+def _clinic(entry: object, where: str, base: Path) -> Clinic:
     """One [[clinic]] table."""
     table = _table(entry, where)
     if "her_id" in table:
@@ -176,6 +195,9 @@ def _clinic(entry: object, where: str) -> Clinic:
         phone=_phone(table, where),
         processes=_processes(table, where),
         units=tuple(_unit(unit, f"{where}.unit[{i}]") for i, unit in enumerate(units)),
+        signing_cert=_cert_path(table, "signing_cert", where, base),
+        encryption_cert=_cert_path(table, "encryption_cert", where, base),
+        cpa_id=_cpa_id(table, where),
     )
 
 
@@ -229,6 +251,28 @@ def _phone(table: Mapping[str, object], where: str) -> str | None:
     return _text(table, "phone", where)
 
 
+def _cert_path(table: Mapping[str, object], key: str, where: str, base: Path) -> Path | None:
+    """An optional certificate file, relative to the registry file; both or neither."""
+    other = "encryption_cert" if key == "signing_cert" else "signing_cert"
+    if key not in table:
+        if other in table:
+            raise RegistryError(f"{where}: '{other}' without '{key}': give both or neither")
+        return None
+    return base / _text(table, key, where)
+
+
+def _cpa_id(table: Mapping[str, object], where: str) -> str | None:
+    """The optional collaboration agreement id: a UUID, as the address register issues them."""
+    if "cpa_id" not in table:
+        return None
+    value = _text(table, "cpa_id", where)
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise RegistryError(f"{where}: 'cpa_id' must be a UUID (got '{value}')") from None
+    return value
+
+
 def _processes(table: Mapping[str, object], where: str) -> frozenset[str]:
     """The registry process names; [] means the clinic is not connected."""
     value = _required(table, "processes", where)
@@ -239,3 +283,23 @@ def _processes(table: Mapping[str, object], where: str) -> frozenset[str]:
         known = ", ".join(sorted(KNOWN_PROCESSES))
         raise RegistryError(f"{where}: unknown process '{unknown[0]}' (known: {known})")
     return frozenset(value)
+
+
+def with_certificates(registry_text: str, certs: Path) -> str:
+    """A registry file's text with each [[clinic]]'s signing_cert / encryption_cert lines
+    added, naming the files `timebok certs init` writes into `certs` (demo and bench); a
+    registry that names certificates already is kept as it is."""
+    if "signing_cert" in registry_text:
+        return registry_text
+    lines, table = [], ""
+    for line in registry_text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            table = stripped
+        lines.append(line)
+        key, _, value = stripped.partition("=")
+        if table == "[[clinic]]" and key.strip() == "her_id":
+            her_id = value.split("#")[0].strip().strip('"')
+            lines.append(f'signing_cert = "{certs / f"{her_id}-signing.pem"}"')
+            lines.append(f'encryption_cert = "{certs / f"{her_id}-encryption.pem"}"')
+    return "\n".join(lines) + "\n"

@@ -188,13 +188,15 @@ def worker_env(cfg: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def bench_worker(cfg: Settings, log: Path) -> Iterator[BenchWorker]:
-    """Start the worker (stopped again on any exit, Ctrl-C included)."""
+def bench_worker(
+    cfg: Settings, log: Path, extra: dict[str, str] | None = None
+) -> Iterator[BenchWorker]:
+    """Start the worker (stopped again on any exit, Ctrl-C included); `extra` environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker.bench.run"],
-            env=worker_env(cfg),
+            env=worker_env(cfg) | (extra or {}),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches the bench only, which stops the worker

@@ -24,6 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
 from mappers.model import DialogMessage
+from worker.bench import cms
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -136,10 +137,17 @@ def say(line: str) -> None:
 
 def measure(settings: Settings, n: int, rounds: int = ROUNDS) -> dict[str, float]:
     """Set up the private stack, run every scenario, tear everything down."""
+    from worker.bench.nhn import nhn_scenarios, nhn_stack
     from worker.bench.rig import private_stack
 
     with private_stack(settings, n) as rig:
-        return scenarios(rig, n, rounds)
+        results = scenarios(rig, n, rounds)
+    # The national bus, the same drains in the same run: its ratios are to kombu's figures.
+    with nhn_stack(settings, n) as nhn:
+        results |= nhn_scenarios(nhn, n, rounds)
+    results["nhn_outbound_ratio"] = results["nhn_outbound_per_s"] / results["outbound_per_s"]
+    results["nhn_inbound_ratio"] = results["nhn_inbound_per_s"] / results["inbound_per_s"]
+    return results
 
 
 def scenarios(rig: Rig, n: int, rounds: int = ROUNDS) -> dict[str, float]:
@@ -164,6 +172,8 @@ def scenarios(rig: Rig, n: int, rounds: int = ROUNDS) -> dict[str, float]:
     results["mapping_per_s"] = rig.frozen(mapping_rate)
     results["lxml_per_s"] = rig.frozen(lxml_rate)
     results["mapping_vs_lxml_ratio"] = results["mapping_per_s"] / results["lxml_per_s"]
+    results["cms_sign_encrypt_per_s"] = rig.frozen(cms.sign_encrypt_rate)
+    results["cms_decrypt_verify_per_s"] = rig.frozen(cms.decrypt_verify_rate)
     _latencies(results, "outbound", outbound.latencies)
     _latencies(results, "inbound", inbound.latencies)
     paced_out = rig.paced_outbound(outbound.rate / 2, PACED_SECONDS)
@@ -210,7 +220,7 @@ def mapping_rate(seconds: float = MAPPING_SECONDS, distinct: int = 1000) -> floa
 
     messages = [reservation(i) for i in range(distinct)]
     dialog_message.build(messages[0])  # compile the schema outside the clock
-    return _rate_of("mapping", messages, dialog_message.build, seconds)
+    return rate_of("mapping", messages, dialog_message.build, seconds)
 
 
 def lxml_rate(seconds: float = MAPPING_SECONDS, distinct: int = 1000) -> float:
@@ -231,10 +241,10 @@ def lxml_rate(seconds: float = MAPPING_SECONDS, distinct: int = 1000) -> float:
     def check(document: bytes) -> None:
         xsd.assertValid(etree.fromstring(document))
 
-    return _rate_of("lxml parse + validate", documents, check, seconds)
+    return rate_of("lxml parse + validate", documents, check, seconds)
 
 
-def _rate_of(what: str, items: Sequence[T], work: Callable[[T], object], seconds: float) -> float:
+def rate_of(what: str, items: Sequence[T], work: Callable[[T], object], seconds: float) -> float:
     """Items through `work` per second, in slices of 100, for about `seconds`."""
     done, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:

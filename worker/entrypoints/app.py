@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -235,8 +236,13 @@ class InboundConsumer(bootsteps.ConsumerStep):
         """Remember the worker's pool, then start consuming."""
         self.pool = c.pool
         self.busy: dict[object, list[Message]] = {}  # in flight: key -> copies waiting
-        self.epj: EpjBrokerConsumer | None = None
+        self.epj: EpjBrokerConsumer | BusConsumer | None = None
         settings = deps().settings
+        if settings.epj_transport == "nhn":
+            # The national bus: our async and error queues over AMQP 1.0, in a thread.
+            self.epj = BusConsumer()
+            self.epj.start()
+            return
         if settings.epj_url != settings.broker_url:
             # EPJ traffic lives on another broker (e.g. RabbitMQ): consume it there.
             self.epj = EpjBrokerConsumer(settings.epj_url, settings.inbound_queue)
@@ -332,6 +338,78 @@ class EpjBrokerConsumer(ConsumerMixin):
         if self.thread is not None:
             self.thread.join(timeout=10)
         self.connection.release()
+
+
+BUS_THREADS = 4  # handlers of bus messages at once in the worker's main process
+
+
+class BusConsumer:
+    """Our `_async` and `_error` queues on the national bus, handled by a few threads.
+
+    A handler mostly waits (decrypt in C, the database, the broker's `accepted` for our
+    AppRec), so a few threads overlap those waits; the link credit bounds what is in hand.
+    Copies of one message (same MsgId) are handled one after another, as on kombu. Each
+    message is settled `accepted` after its transaction committed (or after a refused
+    one's dead letter was stored), `released` when the store or bus was unavailable.
+    """
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pool = ThreadPoolExecutor(BUS_THREADS, thread_name_prefix="timebok-bus")
+        self.lock = threading.Lock()
+        self.busy: dict[str, list[Any]] = {}  # MsgId in hand -> copies waiting behind it
+
+    def start(self) -> None:
+        """Consume in a daemon thread."""
+        self.thread = threading.Thread(target=self.run, name="timebok-bus", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        """Drain until stopped; the transport reconnects on its own."""
+        d = deps()
+        own = d.settings.own_her_id
+        sub = d.epj.subscribe([f"{own}_async", f"{own}_error"], self.on_delivery)
+        try:
+            while not self.stopping.is_set():
+                sub.drain(0.5)
+        finally:
+            sub.close()
+
+    def on_delivery(self, delivery: Any) -> None:
+        """Hand it to a handler thread, unless a copy of it is in hand already."""
+        key = f"{delivery.queue}:{delivery.headers.get('msgId') or id(delivery)}"
+        with self.lock:
+            if key in self.busy:
+                self.busy[key].append(delivery)
+                return
+            self.busy[key] = []
+        self.pool.submit(self._handle, key, delivery)
+
+    def _handle(self, key: str, delivery: Any) -> None:
+        from worker.adapters.transports.base import Outcome
+        from worker.flows.bus import take
+
+        while delivery is not None:
+            try:
+                with scope(msg_id=str(delivery.headers.get("msgId") or "")):
+                    outcome = take(deps(), delivery)
+            except Exception:  # a bug must not leave the message in hand forever
+                log.exception("bus message released")
+                outcome = Outcome.RELEASE
+            delivery.finish(outcome)
+            with self.lock:
+                waiting = self.busy.get(key)
+                delivery = waiting.pop(0) if waiting else None
+                if delivery is None:
+                    self.busy.pop(key, None)
+
+    def stop(self) -> None:
+        """Ask the loop to stop and wait briefly for it and the handlers."""
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.pool.shutdown(wait=True, cancel_futures=False)
 
 
 def _copy_key(message: Message) -> object:

@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
     _validate(sub)
     _dlq(sub)
     _status(sub)
+    _certs(sub)
+    _queues(sub)
     _sim(sub)
     _demo(sub)
     _bench(sub)
@@ -316,6 +318,81 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     data = collect(_deps(settings))
     emit(args, data, status_text)
     return 1 if data["attention"] else 0
+
+
+def _certs(sub: Any) -> None:
+    p = sub.add_parser("certs", help="certificates for the national message bus (nhn transport)")
+    csub = p.add_subparsers(metavar="ACTION")
+    init = csub.add_parser(
+        "init",
+        help="write a test PKI: a CA and signing + encryption key pairs for our party and "
+        "every registry clinic; print the settings and registry lines that use them",
+    )
+    init.add_argument("dir", type=Path, metavar="DIR")
+    init.add_argument(
+        "--days", type=int, default=365, help="validity of the key pairs' certificates (365)"
+    )
+    init.add_argument("--force", action="store_true", help="replace pairs already in DIR")
+    _json_flag(init)
+    init.set_defaults(handler=run_certs_init)
+    p.set_defaults(handler=lambda _a, _s: p.print_help() or 2)
+
+
+def run_certs_init(args: argparse.Namespace, settings: Settings) -> int:
+    """Write the test PKI; exit 2 when the registry cannot be read."""
+    from worker.adapters.registry import RegistryError
+    from worker.entrypoints.cli import emit
+    from worker.entrypoints.render import certs_init_text
+    from worker.flows.certs import init
+
+    try:
+        data = init(settings, args.dir, days=args.days, force=args.force)
+    except (RegistryError, OSError) as exc:
+        print(f"timebok: certs init: {exc}", file=sys.stderr)
+        return 2
+    emit(args, data, certs_init_text)
+    return 0
+
+
+def _queues(sub: Any) -> None:
+    from worker.adapters.topology import DEFAULT_DELIVERY_LIMIT
+
+    p = sub.add_parser("queues", help="the national bus topology on RabbitMQ")
+    qsub = p.add_subparsers(metavar="ACTION", required=True)
+    declare = qsub.add_parser(
+        "declare", help="namespace exchange + quorum queues for us and every registry party"
+    )
+    declare.add_argument(
+        "--delivery-limit",
+        type=int,
+        default=DEFAULT_DELIVERY_LIMIT,
+        help=f"deliveries before a message goes to <her_id>_dl ({DEFAULT_DELIVERY_LIMIT})",
+    )
+    _json_flag(declare)
+    declare.set_defaults(handler=run_queues_declare)
+
+
+def run_queues_declare(args: argparse.Namespace, settings: Settings) -> int:
+    """Declare the bus topology from TIMEBOK_EPJ_BROKER_URL (its path is the namespace)."""
+    from worker.adapters.registry import Registry
+    from worker.adapters.topology import declare
+    from worker.adapters.transports.nhn import BusAddress
+    from worker.entrypoints.cli import emit
+
+    if args.delivery_limit < 1:
+        print("--delivery-limit must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        bus = BusAddress.parse(settings.epj_url)
+    except ValueError as exc:
+        print(f"TIMEBOK_EPJ_BROKER_URL: {exc}", file=sys.stderr)
+        return 2
+    registry = Registry.load(settings.registry_file)
+    parties = [settings.own_her_id, *(c.her_id for c in registry.clinics)]
+    done = declare(bus.amqp091_url(), bus.namespace, parties, args.delivery_limit)
+    data = {"exchange": done.exchange, "queues": list(done.queues)}
+    emit(args, data, lambda d: f"exchange {d['exchange']}: {len(d['queues'])} queues declared")
+    return 0
 
 
 def _sim(sub: Any) -> None:

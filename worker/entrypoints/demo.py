@@ -335,8 +335,11 @@ def _clinic_traffic(deps: Deps, settings: Settings, steps: list[Step], out: Text
     """The clinic cancels the phone appointment and publishes one booked by phone."""
     from worker.adapters.registry import Registry
     from worker.sim import Simulator
+    from worker.sim.bus import keys_folder, make_transport
 
-    sim = Simulator(settings, Registry.load(settings.registry_file), echo=lambda _line: None)
+    registry = Registry.load(settings.registry_file)
+    transport = make_transport(settings, registry.clinics, keys_folder(settings, None))
+    sim = Simulator(settings, registry, echo=lambda _line: None, transport=transport)
     phone = next(s for s in steps if s.name == "telefontime")
     booking = views.booking(deps, phone.id)
     appt = next(
@@ -385,6 +388,8 @@ def run(settings: Settings, out: TextIO = sys.stdout) -> int:
             cfg = settings.model_copy(
                 update={"broker_url": url, "epj_broker_url": url, "database_url": f"sqlite:///{db}"}
             )
+            if settings.epj_transport == "nhn":
+                cfg = _on_the_bus(settings, cfg, data_dir, out)
             env = _env(cfg)
             print(f"timebok demo: store {db}, broker {url}", file=out)
             result = run_flow(cfg, env, data_dir, out)
@@ -400,6 +405,50 @@ def run(settings: Settings, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+LOCAL_BUS = "amqp://guest:guest@localhost:5672/NHNTestServiceBus"
+
+
+def _on_the_bus(settings: Settings, cfg: Settings, data_dir: Path, out: TextIO) -> Settings:
+    """nhn: a local RabbitMQ with its AMQP 1.0 plugin, a test PKI, the bus topology."""
+    from worker.adapters.pki import PkiParty, make_test_pki
+    from worker.adapters.registry import Registry, with_certificates
+    from worker.adapters.topology import declare
+    from worker.adapters.transports.nhn import BusAddress
+
+    given = settings.epj_broker_url or ""
+    url = given if given.startswith("amqp") else LOCAL_BUS
+    registry = Registry.load(settings.registry_file)
+    certs = data_dir / "certs"
+    parties = [PkiParty(cfg.own_her_id, cfg.own_name)]
+    parties += [PkiParty(c.her_id, c.name) for c in registry.clinics]
+    make_test_pki(certs, parties)
+    demo_registry = data_dir / "demo-registry.toml"
+    text = Path(settings.registry_file).read_text(encoding="utf-8")
+    demo_registry.write_text(with_certificates(text, certs), encoding="utf-8")
+    bus = BusAddress.parse(url)
+    try:
+        declare(bus.amqp091_url(), bus.namespace, [p.her_id for p in parties])
+    except Exception as exc:
+        raise DemoError(
+            f"cannot declare the bus topology on {bus.host}:{bus.port} ({exc}); is RabbitMQ "
+            "running with `rabbitmq-plugins enable rabbitmq_amqp1_0`?"
+        ) from exc
+    print(
+        f"timebok demo: national bus {bus.host}:{bus.port}/{bus.namespace}, keys {certs}", file=out
+    )
+    own = cfg.own_her_id
+    return cfg.model_copy(
+        update={
+            "epj_broker_url": url,
+            "registry_file": demo_registry,
+            "signing_key": certs / f"{own}-signing.key",
+            "signing_cert": certs / f"{own}-signing.pem",
+            "encryption_key": certs / f"{own}-encryption.key",
+            "encryption_cert": certs / f"{own}-encryption.pem",
+        }
+    )
+
+
 def _env(cfg: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -413,6 +462,11 @@ def _env(cfg: Settings) -> dict[str, str]:
     )
     if cfg.database_schema:
         env["TIMEBOK_DATABASE_SCHEMA"] = cfg.database_schema
+    env["TIMEBOK_EPJ_TRANSPORT"] = cfg.epj_transport
+    for name in ("signing_key", "signing_cert", "encryption_key", "encryption_cert"):
+        value = getattr(cfg, name)
+        if value is not None:
+            env[f"TIMEBOK_{name.upper()}"] = str(value)
     return env
 
 

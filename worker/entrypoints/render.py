@@ -116,6 +116,45 @@ def status_text(d: dict[str, Any]) -> str:
         "",
         waiting,
     ]
+    if d.get("certificates"):
+        lines += ["", certificates_table(d["certificates"])]
     if d["attention"]:
         lines += ["", "needs attention:"] + [f"  - {a}" for a in d["attention"]]
+    return "\n".join(lines)
+
+
+def certificates_table(rows: list[dict[str, Any]]) -> str:
+    """Each configured certificate with its expiry, for `timebok status`."""
+    return table(
+        ["party", "certificate", "expires", "days left", "problem"],
+        [
+            (
+                f"{r['her_id']} (own)" if r["own"] else r["her_id"],
+                r["role"],
+                (r["not_after"] or "-")[:10],
+                "-" if r["days_left"] is None else r["days_left"],
+                r["problem"] or "",
+            )
+            for r in rows
+        ],
+    )
+
+
+def certs_init_text(d: dict[str, Any]) -> str:
+    """What `timebok certs init` wrote, and the settings and registry lines that use it."""
+    lines = [
+        f"test PKI in {d['directory']}: {len(d['written'])} files written, "
+        f"{len(d['kept'])} kept (CA certificate {d['ca']})",
+        "",
+        "# settings of our own party",
+        *(f"{name}={value}" for name, value in d["settings"].items()),
+    ]
+    for entry in d["registry"]:
+        lines += [
+            "",
+            f"# {d['registry_file']}: in the [[clinic]] with her_id = {entry['her_id']}"
+            f" ({entry['name']})",
+            f'signing_cert = "{entry["signing_cert"]}"',
+            f'encryption_cert = "{entry["encryption_cert"]}"',
+        ]
     return "\n".join(lines)

@@ -27,9 +27,10 @@ def replay(deps: Deps, dl_id: int) -> dict[str, Any]:
         if row is None:
             raise NotFound(f"no dead letter {dl_id}")
         kind, payload, headers, msg_id = row.kind, row.payload, row.headers or {}, row.msg_id
-        if kind == "message" and msg_id:
+        source = row.source_queue
+        if kind in ("message", "bus") and msg_id:
             _forget_rejection(s, msg_id)
-    result = _run(deps, kind, payload, headers)
+    result = _run(deps, kind, payload, headers, source)
     with deps.store.transaction() as s:
         row = get_dead_letter(s, dl_id)
         again = _failed_again(s, row) if row is not None else None
@@ -45,12 +46,12 @@ def replay(deps: Deps, dl_id: int) -> dict[str, Any]:
 
 def _failed_again(s: Session, row: DeadLetterRow) -> DeadLetterRow | None:
     """The dead letter this replay just wrote for the same message, if it failed again."""
-    if row.kind != "message" or not row.msg_id:
+    if row.kind not in ("message", "bus") or not row.msg_id:
         return None
     stmt = (
         select(DeadLetterRow)
         .where(DeadLetterRow.id > row.id, DeadLetterRow.msg_id == row.msg_id)
-        .where(DeadLetterRow.kind == "message", DeadLetterRow.replayed_at.is_(None))
+        .where(DeadLetterRow.kind == row.kind, DeadLetterRow.replayed_at.is_(None))
         .order_by(DeadLetterRow.id.desc())
     )
     return s.scalars(stmt).first()
@@ -63,7 +64,11 @@ def _forget_rejection(s: Any, msg_id: str) -> None:
         s.delete(seen)
 
 
-def _run(deps: Deps, kind: str, payload: bytes, headers: dict[str, Any]) -> str:
+def _run(deps: Deps, kind: str, payload: bytes, headers: dict[str, Any], source: str) -> str:
+    if kind == "bus":  # refused on the national bus: decrypt and verify again
+        from worker.flows.bus import replay as replay_bus
+
+        return replay_bus(deps, payload, {str(k): str(v) for k, v in headers.items()}, source)
     if kind == "message":
         from worker.flows.inbound import receive
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from mappers import apprec as apprec_mapper
 from mappers import incoming
 from mappers.codes import AppRecError, AppRecStatus, Process
-from mappers.errors import MapperError
+from mappers.errors import MapperError, NotWellFormed
 from mappers.model import AppRec, DialogMessage, OriginalMsgRef, Party, ReceiptError
 from worker import metrics
 from worker.adapters.store.db import (
@@ -29,6 +29,7 @@ from worker.adapters.store.db import (
     utcnow,
 )
 from worker.adapters.store.tables import MessageRow, OutboxRow
+from worker.adapters.transports.base import NOT_WELL_FORMED_XML, SPOOFING, BusRefusal
 from worker.bootstrap import Deps
 from worker.errors import TransientError
 from worker.flows.relay import (
@@ -56,11 +57,18 @@ class Received:
     detail: str = ""
 
 
-def receive(deps: Deps, body: bytes, headers: dict[str, object]) -> Received:
-    """Handle one raw message from our async queue; never raises but TransientError."""
+def receive(
+    deps: Deps, body: bytes, headers: dict[str, object], *, bus_sender: str | None = None
+) -> Received:
+    """Handle one raw message from our async queue; never raises but TransientError.
+
+    `bus_sender` (the nhn transport: the fromHerId whose certificate signed it) makes a
+    document that is not XML, or whose MsgHead names another sender, a BusRefusal raised
+    before anything is stored: those are transport errors on the bus, not AppRec Avvist.
+    """
     try:
-        result, queued = _receive(deps, body, headers)
-    except TransientError:
+        result, queued = _receive(deps, body, headers, bus_sender)
+    except (TransientError, BusRefusal):
         raise
     except Exception as exc:  # a bug must not poison the queue: keep the bytes, move on
         log.exception("inbound handler failed")
@@ -76,14 +84,21 @@ def receive(deps: Deps, body: bytes, headers: dict[str, object]) -> Received:
     return result
 
 
-def _receive(deps: Deps, body: bytes, headers: dict[str, object]) -> tuple[Received, list[Pending]]:
+def _receive(
+    deps: Deps, body: bytes, headers: dict[str, object], bus_sender: str | None
+) -> tuple[Received, list[Pending]]:
     try:
         doc = incoming.parse_any(
             body,
             max_bytes=deps.settings.max_message_bytes,
         )
     except MapperError as exc:
+        if bus_sender is not None:
+            _check_on_bus(exc, exc.sender.her_id if exc.sender else None, bus_sender)
         return _reject_unparsed(deps, body, headers, exc)
+    if bus_sender is not None:
+        sender = doc.sender if isinstance(doc, AppRec) else doc.envelope.sender
+        _check_on_bus(None, sender.her_id, bus_sender)
     if isinstance(doc, AppRec):
         return _receipt(deps, body, headers, doc), []
     for attempt in range(2):
@@ -95,6 +110,16 @@ def _receive(deps: Deps, body: bytes, headers: dict[str, object]) -> tuple[Recei
             if attempt:  # the same MsgId committed twice at once: the other one won
                 return Received(doc.envelope.msg_id, "duplicate", "concurrent delivery"), []
     raise AssertionError("unreachable")
+
+
+def _check_on_bus(exc: MapperError | None, msg_head_sender: str | None, bus_sender: str) -> None:
+    """Refuse on the transport level what the bus must not hand to the application."""
+    if isinstance(exc, NotWellFormed):
+        raise BusRefusal(NOT_WELL_FORMED_XML, f"the decrypted payload is not XML: {exc}")
+    if msg_head_sender is not None and msg_head_sender != bus_sender:
+        raise BusRefusal(
+            SPOOFING, f"fromHerId {bus_sender} does not match the MsgHead sender {msg_head_sender}"
+        )
 
 
 # -- receipts in ---------------------------------------------------------------------------

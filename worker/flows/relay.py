@@ -25,7 +25,12 @@ from worker.adapters.store.outbox import (
     outgoing_pg,
 )
 from worker.adapters.store.tables import MessageRow, OutboxRow
-from worker.adapters.transports.kombu import Envelope, transport_headers
+from worker.adapters.transports.base import (
+    Envelope,
+    PublishesLater,
+    Unsendable,
+    transport_headers,
+)
 from worker.bootstrap import Deps
 from worker.errors import EpjUnavailable
 from worker.settings import async_queue
@@ -247,16 +252,25 @@ def _publish_one(deps: Deps, item: Pending) -> bool:
     except EpjUnavailable as exc:
         _record_failure(deps, item, exc)
         raise
+    except Unsendable as exc:  # the claim was rolled back with the transaction
+        _unsendable(deps, item, exc)
+        return False
     _published(item, claimed)
     return True
 
 
 def _publish_leased(deps: Deps, item: Pending) -> bool:
+    epj = deps.epj
+    if deps.marks is not None and isinstance(epj, PublishesLater):
+        return _publish_leased_later(deps, epj, item)
     try:
         deps.epj.publish(Envelope(item.queue, item.body, dict(item.headers)))
     except EpjUnavailable as exc:
         _record_failure(deps, item, exc)
         raise
+    except Unsendable as exc:
+        _unsendable(deps, item, exc)
+        return False
     mark = Mark(item.outbox_id, utcnow(), _deadline(deps))
     _log_published(item)
     if deps.marks is not None:  # the worker: marked with others by its marks thread
@@ -265,6 +279,32 @@ def _publish_leased(deps: Deps, item: Pending) -> bool:
     with deps.store.statement() as conn:
         claimed = claim_published(conn, [mark]).get(item.outbox_id, Claimed(False))
     _marked(item, mark.at, claimed)
+    return True
+
+
+def _publish_leased_later(deps: Deps, epj: PublishesLater, item: Pending) -> bool:
+    """The worker on the national bus: the broker's `accepted` takes a quorum queue's round
+    trip, so the handler does not wait for it; the mark goes to the marks thread once it
+    comes. No answer (a lost connection) leaves the row to the relay when its lease ends,
+    which publishes it again with the same MsgId."""
+    marks = deps.marks
+    assert marks is not None
+
+    def done(error: BaseException | None) -> None:
+        if error is not None:
+            log.warning(
+                "EPJ transport did not accept a message: %s", error, extra={"queue": item.queue}
+            )
+            return
+        mark = Mark(item.outbox_id, utcnow(), _deadline(deps))
+        _log_published(item)
+        marks.add(mark, partial(_marked, item, mark.at))
+
+    try:
+        epj.publish_later(Envelope(item.queue, item.body, dict(item.headers)), done)
+    except Unsendable as exc:
+        _unsendable(deps, item, exc)
+        return False
     return True
 
 
@@ -309,6 +349,30 @@ def _moved(item: Pending, claimed: Claimed, at: datetime | None = None) -> None:
         announce_moves(
             claimed.booking_id, item.receiver_her_id, item.msg_id, claimed.created_at, moves, at
         )
+
+
+def _unsendable(deps: Deps, item: Pending, exc: Unsendable) -> None:
+    """Never to be sent as it is (e.g. no certificates for the receiver on the bus): the row
+    leaves the outbox, the message and its booking fail with the reason, the patient is told."""
+    from worker.flows.replies import fail_undelivered
+
+    log.error(
+        "message cannot be sent: %s",
+        exc,
+        extra={"booking_id": item.booking_id, "msg_id": item.msg_id, "queue": item.queue},
+    )
+    with deps.store.transaction() as s:
+        row = s.get(OutboxRow, item.outbox_id)
+        if row is None or row.published_at is not None:
+            return
+        message = s.get(MessageRow, row.message_id)
+        s.delete(row)
+        if message is None:
+            return
+        if message.msg_type == "APPREC":  # our receipt: its booking is not what failed
+            message.status, message.error_text = "failed", f"not sent: {exc}"[:1000]
+            return
+        fail_undelivered(deps, s, message, f"not sent: {exc}")
 
 
 def _record_failure(deps: Deps, item: Pending, exc: EpjUnavailable) -> None:

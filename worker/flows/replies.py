@@ -76,10 +76,23 @@ def apply_receipt(deps: Deps, s: Session, original: MessageRow, doc: AppRec) -> 
         return "delivered"
     original.status = "failed"
     _note_errors(original, doc)
-    if row is None or State(row.state) not in (State.REQUESTED, State.SENT, State.DELIVERED):
-        return f"rejected receipt for a booking in state {row.state if row else '-'}"
     why = "; ".join(f"{e.code} {e.text}".strip() for e in doc.errors) or "AppRec Avvist"
-    _move(s, row, "fail", f"AppRec Avvist: {why}")
+    return _fail_booking(deps, s, row, f"AppRec Avvist: {why}")
+
+
+def fail_undelivered(deps: Deps, s: Session, original: MessageRow, reason: str) -> str:
+    """One of our messages that will never be delivered (a transport error from the bus,
+    or one we could not send): as an AppRec Avvist, the booking FAILED, the patient told once."""
+    original.status = "failed"
+    original.error_text = reason[:1000]
+    row = get_booking(s, original.booking_id, lock=True) if original.booking_id else None
+    return _fail_booking(deps, s, row, reason)
+
+
+def _fail_booking(deps: Deps, s: Session, row: BookingRow | None, reason: str) -> str:
+    if row is None or State(row.state) not in (State.REQUESTED, State.SENT, State.DELIVERED):
+        return f"failure for a booking in state {row.state if row else '-'} ignored"
+    _move(s, row, "fail", reason)
     _release_target(s, row)
     _notify(deps, s, row, "undeliverable")
     return "failed"

@@ -16,6 +16,7 @@ from worker.bootstrap import Deps, bootstrap
 from worker.constants import MAINTENANCE_QUEUE, REQUESTS_QUEUE
 from worker.domain.booking import State
 from worker.errors import TransientError
+from worker.flows import certs
 from worker.settings import Settings, async_queue, error_queue
 
 WAITING = (State.REQUESTED.value, State.SENT.value, State.DELIVERED.value)
@@ -98,6 +99,7 @@ def collect(
         backlog = outbox_backlog(s)
         outbox_oldest = _outbox_oldest(s)
         waiting = _oldest_waiting(s)
+    certificates, certificate_attention = certs.status(deps.settings, deps.registry, utcnow())
     data = {
         "queues": queues,
         "in_flight": _in_flight(deps),
@@ -106,8 +108,10 @@ def collect(
         "dead_letters": dead,
         "bookings_by_state": by_state,
         "oldest_waiting": waiting,
+        "certificates": certificates,
     }
-    return data | {"attention": _attention(data, stuck_after, relay_late)}
+    attention = _attention(data, stuck_after, relay_late) + certificate_attention
+    return data | {"attention": attention}
 
 
 def _attention(data: dict[str, Any], stuck_after: timedelta, relay_late: timedelta) -> list[str]:

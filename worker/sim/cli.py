@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
 
 from mappers.model import (
@@ -42,6 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-apprec-rate", type=_rate, default=0.0, metavar="F")
     parser.add_argument("--duplicate-rate", type=_rate, default=0.0, metavar="F")
     parser.add_argument("--max-seconds", type=float, default=None, metavar="S")
+    parser.add_argument(
+        "--keys",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="nhn: the clinics' key pairs (`timebok certs init DIR`; default: the folder of "
+        "TIMEBOK_SIGNING_CERT)",
+    )
     sub = parser.add_subparsers(
         dest="sim_command", metavar="{publish-appointment,cancel-appointment}"
     )
@@ -91,21 +100,26 @@ def _aware(text: str) -> datetime:
 
 def run_from_args(args: argparse.Namespace, settings: SimConfig) -> int:
     """Run `timebok epj-sim` (consume, or one publish/cancel subcommand); returns an exit code."""
+    from worker.adapters.crypto import CryptoError
     from worker.adapters.registry import Registry, RegistryError
+    from worker.sim.bus import keys_folder, make_transport
 
     try:
+        registry = Registry.load(settings.registry_file)
+        keys = keys_folder(settings, getattr(args, "keys", None))
         sim = Simulator(
             settings,
-            Registry.load(settings.registry_file),
+            registry,
             clinics=args.clinics,
             policy=args.policy,
             seed=args.seed,
             delay=args.delay,
             drop_apprec_rate=args.drop_apprec_rate,
             duplicate_rate=args.duplicate_rate,
+            transport=make_transport(settings, registry.clinics, keys),
         )
         return _dispatch(sim, args)
-    except (RegistryError, ValueError, EpjUnavailable) as exc:
+    except (RegistryError, ValueError, EpjUnavailable, CryptoError) as exc:
         to_stderr(mask_fnrs(f"epj-sim: {exc}"))
         return 2 if isinstance(exc, RegistryError | ValueError) else 1
 

@@ -45,6 +45,7 @@ from mappers.model import (
 from worker import fnr as fnrs
 from worker.adapters.registry import Clinic
 from worker.adapters.transports import kombu as epj
+from worker.adapters.transports.base import BusRefusal
 from worker.errors import EpjUnavailable
 from worker.request import appointment_type_code
 from worker.settings import async_queue
@@ -179,6 +180,9 @@ class Simulator:
     def _consume(
         self, stop: threading.Event, deadline: float | None, connected: threading.Event
     ) -> None:
+        if self.transport.name != "kombu":
+            self._consume_subscribed(stop, deadline, connected)
+            return
         # kombu is unannotated, hence the ignores on its constructors.
         conn = Connection(self.config.epj_url)  # type: ignore[no-untyped-call]
         errors = (OperationalError, OSError, *conn.connection_errors)
@@ -191,6 +195,39 @@ class Simulator:
                         conn.drain_events(timeout=self._wait(deadline))  # type: ignore[no-untyped-call]
         except errors as exc:
             raise EpjUnavailable(f"EPJ broker: {exc}") from exc
+
+    def _consume_subscribed(
+        self, stop: threading.Event, deadline: float | None, connected: threading.Event
+    ) -> None:
+        """The clinics' queues through the transport interface (the national bus)."""
+        queues = [async_queue(clinic.her_id) for clinic in self.clinics]
+        sub = self.transport.subscribe(queues, self._on_delivery)
+        try:
+            connected.set()
+            while not stop.is_set() and not _past(deadline):
+                self.flush_due()
+                sub.drain(self._wait(deadline))
+        finally:
+            sub.close()
+
+    def _on_delivery(self, delivery: epj.Delivery) -> epj.Outcome:
+        """Open (decrypt, verify) and handle one message; a refused one is dropped."""
+        her_id = delivery.queue.removesuffix("_async")
+        try:
+            body = self.transport.open(delivery)
+        except BusRefusal as exc:
+            self.stats["refused"] += 1
+            self._say(f"{her_id}: refused on the bus ({exc.condition}); message dropped")
+            return epj.Outcome.ACCEPT
+        try:
+            self.handle(her_id, body, delivery.headers)
+        except EpjUnavailable as exc:
+            self._say(f"{her_id}: cannot publish ({exc}); message released")
+            return epj.Outcome.RELEASE
+        except Exception as exc:  # a simulator bug must not stop the other clinics
+            self.stats["errors"] += 1
+            self._say(f"{her_id}: internal error {exc!r}; message dropped")
+        return epj.Outcome.ACCEPT
 
     @contextmanager
     def _consumers(self, conn: Connection) -> Iterator[None]:

@@ -2,85 +2,59 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Sequence
+from contextlib import ExitStack
+from typing import Any
 
 from amqp.exceptions import ChannelError
 from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.exceptions import KombuError, OperationalError
+from kombu.message import Message
 from kombu.messaging import Producer
 
-from mappers.model import DialogMessage
 from worker.adapters.broker import publish_transport_for
+from worker.adapters.transports.base import (
+    Delivery,
+    Envelope,
+    Handler,
+    Outcome,
+    Subscription,
+    Transport,
+    dialog_headers,
+    transport_headers,
+    wait_for_answer,
+)
 from worker.constants import XML_CONTENT_TYPE
 from worker.errors import EpjUnavailable
 
+EpjTransport = Transport  # the name callers used before the interface moved to base.py
+__all__ = [
+    "Delivery",
+    "Envelope",
+    "EpjTransport",
+    "KombuTransport",
+    "Outcome",
+    "dialog_headers",
+    "transport_headers",
+]
 
-@dataclass(frozen=True)
-class Envelope:
-    """One document to put on a queue, with the transport headers of the contract."""
-
-    queue: str
-    body: bytes
-    headers: Mapping[str, str]
-
-
-class EpjTransport(Protocol):
-    """Publishes raw XML to EPJ queues."""
-
-    def publish(self, item: Envelope) -> None:
-        """Put one document on its queue; raise EpjUnavailable when the broker is down."""
-
-    def depth(self, queue: str) -> int:
-        """How many messages wait on a queue."""
-
-
-def transport_headers(
-    *,
-    from_her_id: str,
-    to_her_id: str,
-    msg_id: str,
-    msg_type: str,
-    ref_to_parent: str | None = None,
-    ref_to_conversation: str | None = None,
-) -> dict[str, str]:
-    """The header set every EPJ message carries (empty string when a ref is absent)."""
-    return {
-        "fromHerId": from_her_id,
-        "toHerId": to_her_id,
-        "msgId": msg_id,
-        "type": msg_type,
-        "refToParent": ref_to_parent or "",
-        "refToConversation": ref_to_conversation or "",
-    }
-
-
-def dialog_headers(msg: DialogMessage) -> dict[str, str]:
-    """The transport headers of a business message, read off its MsgHead."""
-    env = msg.envelope
-    conv = env.conversation
-    return transport_headers(
-        from_her_id=env.sender.her_id,
-        to_her_id=env.receiver.her_id,
-        msg_id=env.msg_id,
-        msg_type=env.process.value,
-        ref_to_parent=conv.ref_to_parent if conv else None,
-        ref_to_conversation=conv.ref_to_conversation if conv else None,
-    )
+log = logging.getLogger("timebok.epj")
 
 
 RETRY_DELAYS = (0.2, 0.7)  # seconds before the second and third publish attempt
 
 
 class KombuTransport:
-    """EpjTransport over one kombu connection (one producer, declared queues cached).
+    """Transport over one kombu connection (one producer, declared queues cached).
 
     On Redis the channel publishes through one long-lived client (see
     `worker.adapters.broker.PublishTransport`): kombu would build a new one per message.
     """
+
+    name = "kombu"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -121,12 +95,18 @@ class KombuTransport:
         if self._producer is None:
             self._producer = conn.Producer()
         queue = Queue(item.queue, durable=True)
+        headers = dict(item.headers)
+        headers.update(item.extra)
+        if item.correlation_id:  # synchronous request / answer (architecture.md)
+            headers["correlationId"] = item.correlation_id
+        if item.reply_to:
+            headers["replyTo"] = item.reply_to
         self._producer.publish(
             item.body,
             exchange="",
             routing_key=item.queue,
             declare=[] if item.queue in self._declared else [queue],
-            headers=dict(item.headers),
+            headers=headers,
             content_type=XML_CONTENT_TYPE,
             content_encoding="utf-8",
             delivery_mode=2,
@@ -160,3 +140,89 @@ class KombuTransport:
             self._conn.release()
             self._conn = None
         self._declared.clear()
+
+    def subscribe(self, queues: Sequence[str], handler: Handler) -> Subscription:
+        """A kombu consumer on `queues` over its own connection (settle in the draining thread)."""
+        return KombuSubscription(self.url, queues, handler)
+
+    def request(self, item: Envelope, reply_queue: str, timeout: float) -> Delivery | None:
+        """Publish with the headers correlationId / replyTo, then wait on `reply_queue`."""
+        return wait_for_answer(self, item, reply_queue, timeout)
+
+    def open(self, delivery: Delivery) -> bytes:
+        """On kombu the body is the XML document itself."""
+        return delivery.body
+
+
+class KombuSubscription:
+    """Consumers on a few queues of one kombu connection, drained by the caller's thread."""
+
+    def __init__(self, url: str, queues: Sequence[str], handler: Handler) -> None:
+        self.handler = handler
+        self.conn = Connection(url, heartbeat=30)
+        self.stack = ExitStack()
+        self.count = 0
+        for name in queues:
+            queue = Queue(name, durable=True)
+            consumer = self.conn.Consumer([queue], on_message=self._on_message, prefetch_count=8)
+            self.stack.enter_context(consumer)
+
+    def drain(self, timeout: float) -> int:
+        """Handle what arrives within `timeout` seconds."""
+        self.count = 0
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                self.conn.drain_events(timeout=left)
+        except TimeoutError:
+            pass
+        except (KombuError, OperationalError, OSError) as exc:
+            raise EpjUnavailable(f"cannot consume: {exc}") from exc
+        return self.count
+
+    def _on_message(self, message: Message) -> None:
+        delivery = _delivery(message)
+        self.count += 1
+        try:
+            outcome = self.handler(delivery)
+        except Exception:
+            log.exception("handler failed; message requeued")
+            outcome = Outcome.RELEASE
+        if outcome is not None:
+            delivery.finish(outcome)
+
+    def close(self) -> None:
+        """Cancel the consumers and drop the connection."""
+        try:
+            self.stack.close()
+        finally:
+            self.conn.release()
+
+
+def _delivery(message: Message) -> Delivery:
+    headers = {str(k): "" if v is None else str(v) for k, v in (message.headers or {}).items()}
+    return Delivery(
+        queue=str(message.delivery_info.get("routing_key", "")),
+        body=raw_body(message),
+        headers=headers,
+        settle=lambda outcome: _settle(message, outcome),
+        content_type=message.content_type,
+        reply_to=headers.get("replyTo") or None,
+        correlation_id=headers.get("correlationId") or None,
+        redelivered=bool(message.delivery_info.get("redelivered")),
+    )
+
+
+def _settle(message: Message, outcome: Outcome) -> None:
+    if outcome is Outcome.ACCEPT:
+        message.ack()
+    elif outcome is Outcome.RELEASE:
+        message.requeue()
+    else:
+        message.reject(requeue=False)
+
+
+def raw_body(message: Any) -> bytes:
+    """The message body as bytes (kombu hands text bodies over as str)."""
+    body = message.body
+    return body.encode("utf-8", "surrogateescape") if isinstance(body, str) else bytes(body)
