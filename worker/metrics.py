@@ -58,6 +58,13 @@ class _Metrics:
     request_to_epj: Histogram
     request_to_notification: Histogram
     reply_latency: Histogram
+    lookups: Counter
+    lookup_latency: Histogram
+
+
+# A synchronous lookup: milliseconds on a quiet broker, the call timeout (15 s) at most.
+LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+LOOKUP_OUTCOMES = frozenset({"answered", "empty", "timeout", "error", "cached", "busy"})
 
 
 @cache
@@ -114,6 +121,21 @@ def _metrics() -> _Metrics:
             "Time from our message leaving to the clinic's AppRec or business reply",
             ["clinic", "kind"],
             buckets=SLOW_BUCKETS,
+            registry=reg,
+        ),
+        lookups=Counter(
+            "timebok_lookups",
+            "Synchronous lookups (HentLedigeTimer / HentPlanlagteTimer) by clinic, function "
+            "and outcome (answered, empty, timeout, error, cached, busy); cache hit ratio = "
+            "cached / all",
+            ["clinic", "function", "outcome"],
+            registry=reg,
+        ),
+        lookup_latency=Histogram(
+            "timebok_lookup_seconds",
+            "Time from a lookup sent to its answer parsed (not counting cached answers)",
+            ["function"],
+            buckets=LOOKUP_BUCKETS,
             registry=reg,
         ),
     )
@@ -184,6 +206,18 @@ def message_in(
     m.messages.labels("in", type_label(msg_type), clinic_label(her_id)).inc()
     if msg_type == Process.APPREC.value:
         m.apprecs.labels("in", *apprec_labels(status, code)).inc()
+
+
+@_never_raises
+def lookup(her_id: str, function: str, outcome: str, seconds: float | None = None) -> None:
+    """One synchronous lookup and how it ended (`seconds` when it went to the clinic)."""
+    m = _metrics()
+    name = "planned" if function == "planned" else "free_slots"
+    m.lookups.labels(
+        clinic_label(her_id), name, outcome if outcome in LOOKUP_OUTCOMES else "error"
+    ).inc()
+    if seconds is not None:
+        m.lookup_latency.labels(name).observe(seconds)
 
 
 @_never_raises

@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     )
     timeout_check_interval: float = Field(default=10.0, gt=0)
 
+    # Synchronous lookups (HentLedigeTimer / HentPlanlagteTimer).
+    sync_timeout: float = Field(
+        default=15.0, gt=0, description="seconds a lookup waits for the clinic's answer"
+    )
+    lookup_cache_ttl: float = Field(
+        default=30.0, ge=0, description="seconds a free-slots answer is served from the cache"
+    )
+    lookup_max_in_flight: int = Field(
+        default=8, gt=0, description="lookups in flight per clinic before 'busy, try again'"
+    )
+    cache_url: str | None = Field(
+        default=None, description="Redis for the lookup cache; defaults to a redis:// broker_url"
+    )
+
     # Keys and certificates of our own party (PEM files; the `nhn` transport only).
     signing_key: Path | None = Field(default=None, description="private key that signs (PEM)")
     signing_cert: Path | None = Field(default=None, description="its certificate, nonRepudiation")
@@ -88,6 +102,13 @@ class Settings(BaseSettings):
         return self.epj_broker_url or self.broker_url
 
     @property
+    def lookup_cache_url(self) -> str | None:
+        """The Redis the lookup cache and in-flight counts live in (None: none, per process)."""
+        if self.cache_url:
+            return self.cache_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+    @property
     def inbound_queue(self) -> str:
         """Where EPJ systems put messages for us."""
         return async_queue(self.own_her_id)
@@ -96,6 +117,16 @@ class Settings(BaseSettings):
 def async_queue(her_id: str) -> str:
     """The business-message queue of a communication party."""
     return f"{her_id}_async"
+
+
+def sync_queue(her_id: str) -> str:
+    """Where a party takes synchronous requests."""
+    return f"{her_id}_sync"
+
+
+def sync_reply_queue(her_id: str) -> str:
+    """Where a party takes the answers to its synchronous requests."""
+    return f"{her_id}_syncreply"
 
 
 def error_queue(her_id: str) -> str:

@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
     _booking(sub)
     _inbox(sub)
     _appointments(sub)
+    _slots(sub)
+    _planned(sub)
     _ics(sub)
     _validate(sub)
     _dlq(sub)
@@ -178,6 +180,83 @@ def run_appointments(args: argparse.Namespace, settings: Settings) -> int:
     from worker.entrypoints.render import appointments_text
 
     emit(args, views.appointments(_deps(settings), args.fnr), appointments_text)
+    return 0
+
+
+def _slots(sub: Any) -> None:
+    p = sub.add_parser("slots", help="ask a clinic for free slots (HentLedigeTimer)")
+    p.add_argument("clinic", metavar="CLINIC_HER_ID", help="the clinic's HER-id")
+    p.add_argument("--unit", metavar="HER_ID", help="only this unit of the clinic")
+    p.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first day")
+    p.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD", help="last day")
+    p.add_argument("--type", choices=["in_person", "video", "phone", "urgent"])
+    p.add_argument("--service", choices=["consultation", "lab_test", "vaccination", "other"])
+    p.add_argument("--patient", metavar="FNR", help="the patient asking (fødselsnummer)")
+    _json_flag(p)
+    p.set_defaults(handler=run_slots)
+
+
+def _day(text: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def run_slots(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the clinic's free slots; exit 2 bad input / not connected, 3 no answer."""
+    from worker.entrypoints.render import slots_text
+    from worker.flows import lookups
+
+    query = lookups.SlotsQuery(
+        clinic=args.clinic,
+        start=args.start,
+        end=args.end,
+        unit=args.unit,
+        appointment_type=args.type,
+        service=args.service,
+        patient=args.patient,
+    )
+    return _lookup(args, settings, lambda deps: lookups.free_slots(deps, query), slots_text)
+
+
+def _planned(sub: Any) -> None:
+    p = sub.add_parser("planned", help="ask a clinic for a patient's planned appointments")
+    p.add_argument("clinic", metavar="CLINIC_HER_ID", help="the clinic's HER-id")
+    p.add_argument("--patient", metavar="FNR", required=True, help="the patient's fødselsnummer")
+    _json_flag(p)
+    p.set_defaults(handler=run_planned)
+
+
+def run_planned(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the patient's planned appointments at the clinic."""
+    from worker.entrypoints.render import planned_text
+    from worker.flows import lookups
+
+    def ask(deps: Any) -> dict[str, Any]:
+        return lookups.planned(deps, args.clinic, args.patient)
+
+    return _lookup(args, settings, ask, planned_text)
+
+
+def _lookup(args: argparse.Namespace, settings: Settings, ask: Any, text: Any) -> int:
+    """Run one lookup and map its failures to the contract's exit codes."""
+    from worker.entrypoints.cli import _fail, emit
+    from worker.flows import lookups
+
+    deps = _deps(settings)
+    try:
+        emit(args, ask(deps), text)
+    except lookups.BadLookup as exc:
+        return _fail(args, str(exc), 2)
+    except lookups.NoAnswer as exc:
+        return _fail(args, str(exc), 3)
+    except (lookups.Busy, lookups.LookupFailed) as exc:
+        return _fail(args, str(exc), 1)
+    finally:
+        deps.epj.close()
     return 0
 
 

@@ -57,6 +57,33 @@ def inbox_text(items: list[dict[str, Any]]) -> str:
     return "\n\n".join(blocks)
 
 
+def slots_text(d: dict[str, Any]) -> str:
+    """Free slots as a table (`timebok slots`)."""
+    head = f"Ledige timer hos {d['clinic']} {d['from']} - {d['to']}"
+    head += " (fra hurtigbufferen)" if d.get("cached") else ""
+    if not d["slots"]:
+        return f"{head}\n(ingen ledige timer: send heller et timeønske)"
+    rows = [
+        (
+            local(s["start"]),
+            local(s["end"])[-5:],
+            s["appointment_type"],
+            s["service"],
+            (s["practitioner"] or {}).get("name"),
+            s["location"],
+            s["id"],
+        )
+        for s in d["slots"]
+    ]
+    headers = ["start", "end", "type", "service", "practitioner", "location", "id"]
+    return f"{head}\n{table(headers, rows)}"
+
+
+def planned_text(d: dict[str, Any]) -> str:
+    """A patient's planned appointments at a clinic (`timebok planned`)."""
+    return f"Planlagte timer hos {d['clinic']}\n{appointments_text(d['appointments'])}"
+
+
 def appointments_text(items: list[dict[str, Any]]) -> str:
     """Timeavtaler as a table."""
     if not items:

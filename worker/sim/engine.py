@@ -48,7 +48,7 @@ from worker.adapters.transports import kombu as epj
 from worker.adapters.transports.base import BusRefusal
 from worker.errors import EpjUnavailable
 from worker.request import appointment_type_code
-from worker.settings import async_queue
+from worker.settings import async_queue, sync_queue
 from worker.sim.policy import (
     CANCELLED,
     CONFIRMED,
@@ -68,6 +68,7 @@ from worker.sim.policy import (
     to_stderr,
     utcnow,
 )
+from worker.sim.sync import SyncDesk
 
 # ---------------------------------------------------------------------------- the simulator
 
@@ -144,6 +145,13 @@ class Simulator:
         self.stats: Counter[str] = Counter()
         self._due: list[tuple[float, int, _Outgoing]] = []
         self._seq = 0
+        self.desk = SyncDesk(
+            self.clinics,
+            getattr(config, "registry_file", None),
+            seed=seed or 0,
+            clock=self.clock,
+            say=self._say,
+        )
 
     def policy_for(self, her_id: str) -> Policy:
         """The clinic's `sim_policy` override, else the simulator's policy."""
@@ -161,7 +169,9 @@ class Simulator:
         """
         stop = stop_event or threading.Event()
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        queues = ", ".join(async_queue(c.her_id) for c in self.clinics)
+        queues = ", ".join(
+            q for c in self.clinics for q in (async_queue(c.her_id), sync_queue(c.her_id))
+        )
         self._say(f"epj-sim: consuming {queues} on {_safe_url(self.config.epj_url)}")
         connected = threading.Event()
         try:
@@ -201,6 +211,7 @@ class Simulator:
     ) -> None:
         """The clinics' queues through the transport interface (the national bus)."""
         queues = [async_queue(clinic.her_id) for clinic in self.clinics]
+        queues += [sync_queue(clinic.her_id) for clinic in self.clinics]
         sub = self.transport.subscribe(queues, self._on_delivery)
         try:
             connected.set()
@@ -212,7 +223,8 @@ class Simulator:
 
     def _on_delivery(self, delivery: epj.Delivery) -> epj.Outcome:
         """Open (decrypt, verify) and handle one message; a refused one is dropped."""
-        her_id = delivery.queue.removesuffix("_async")
+        lookup_asked = delivery.queue.endswith("_sync")
+        her_id = delivery.queue.removesuffix("_async").removesuffix("_sync")
         try:
             body = self.transport.open(delivery)
         except BusRefusal as exc:
@@ -220,7 +232,10 @@ class Simulator:
             self._say(f"{her_id}: refused on the bus ({exc.condition}); message dropped")
             return epj.Outcome.ACCEPT
         try:
-            self.handle(her_id, body, delivery.headers)
+            if lookup_asked:
+                self.answer_lookup(her_id, body, delivery.reply_to, delivery.correlation_id)
+            else:
+                self.handle(her_id, body, delivery.headers)
         except EpjUnavailable as exc:
             self._say(f"{her_id}: cannot publish ({exc}); message released")
             return epj.Outcome.RELEASE
@@ -237,6 +252,9 @@ class Simulator:
                 callback = partial(self._on_message, clinic.her_id)
                 consumer = conn.Consumer([queue], on_message=callback)  # type: ignore[no-untyped-call]
                 stack.enter_context(consumer)
+                sync = Queue(sync_queue(clinic.her_id), durable=True)  # type: ignore[no-untyped-call]
+                answer = partial(self._on_sync_message, clinic.her_id)
+                stack.enter_context(conn.Consumer([sync], on_message=answer))  # type: ignore[no-untyped-call]
             yield
 
     def _on_message(self, her_id: str, message: Any) -> None:
@@ -252,6 +270,25 @@ class Simulator:
             self.stats["errors"] += 1
             self._say(f"{her_id}: internal error {exc!r}; message dropped")
         message.ack()
+
+    def _on_sync_message(self, her_id: str, message: Any) -> None:
+        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        headers = {str(k): str(v) for k, v in (message.headers or {}).items()}
+        try:
+            self.answer_lookup(her_id, body, headers.get("replyTo"), headers.get("correlationId"))
+        except EpjUnavailable as exc:
+            self._say(f"{her_id}: cannot answer a lookup ({exc}); dropped (its caller gives up)")
+        except Exception as exc:  # a simulator bug must not stop the other clinics
+            self.stats["errors"] += 1
+            self._say(f"{her_id}: internal error {exc!r}; lookup dropped")
+        message.ack()
+
+    def answer_lookup(
+        self, her_id: str, body: bytes, reply_to: str | None, correlation_id: str | None
+    ) -> None:
+        """Answer a HentLedigeTimer / HentPlanlagteTimer at once (no AppRec either way)."""
+        self.stats["lookups"] += 1
+        self.desk.answer(self.transport, her_id, body, reply_to, correlation_id)
 
     def _wait(self, deadline: float | None) -> float:
         """How long drain_events may block: until the next due reply, at most MAX_WAIT."""
@@ -336,6 +373,11 @@ class Simulator:
         )
         if decision is None:
             return
+        request = msg.request
+        if request is not None and request.code is RequestCode.RESERVE:
+            decision = self.desk.reserve(clinic.her_id, msg, decision)
+        elif request is not None and request.code is RequestCode.CANCEL:
+            self.desk.cancelled(clinic.her_id, msg)
         reply = reply_message(msg, clinic, decision, msg_id=new_uid(), now=self.clock())
         try:
             item = _dialog_item(reply)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from mappers.model import DialogMessage
@@ -192,36 +198,134 @@ def dialog_headers(msg: DialogMessage) -> dict[str, str]:
 def wait_for_answer(
     transport: Transport, item: Envelope, reply_queue: str, timeout: float
 ) -> Delivery | None:
-    """Publish a synchronous request and wait on `reply_queue` for its correlated answer.
+    """Publish a synchronous request and wait for its correlated answer on `reply_queue`.
 
-    The correlation id is the request's message id unless the envelope names one. An
-    answer to someone else's request is released (another process may wait for it; on the
-    bus the delivery limit ends a stray answer in `_dl`).
+    The correlation id is the request's message id unless the envelope names one. Every
+    request of a process shares one consumer of the reply queue (see ReplyRouter).
     """
-    correlation = item.correlation_id or item.headers["msgId"]
-    answer: list[Delivery] = []
+    return replies_for(transport, reply_queue).ask(item, timeout)
 
-    def take(delivery: Delivery) -> Outcome:
-        if answer or delivery.correlation_id != correlation:
-            return Outcome.RELEASE
-        answer.append(delivery)
-        return Outcome.ACCEPT
 
-    sub = transport.subscribe([reply_queue], take)
-    try:
-        request = Envelope(
-            item.queue,
-            item.body,
-            item.headers,
-            reply_to=reply_queue,
-            correlation_id=correlation,
-            extra=item.extra,
-            protect=item.protect,
-        )
-        transport.publish(request)
-        deadline = time.monotonic() + timeout
-        while not answer and (left := deadline - time.monotonic()) > 0:
-            sub.drain(min(left, 0.5))
-    finally:
-        sub.close()
-    return answer[0] if answer else None
+STRAY_GRACE = 15.0  # seconds an answer nobody here waits for is left to other processes
+ROUTER_RETRY = 1.0  # seconds before a lost reply consumer subscribes again
+
+log = logging.getLogger("timebok.sync")
+
+
+class ReplyRouter:
+    """One consumer of a reply queue per process, shared by every request in flight.
+
+    Answers are matched to their callers by correlation id. An answer to a request that
+    already timed out here is logged and dropped; one nobody here asked for is released
+    (another process reading the same queue may wait for it) until STRAY_GRACE seconds
+    after it was first seen, then dropped as late.
+    """
+
+    def __init__(self, transport: Transport, queue: str) -> None:
+        self.transport, self.queue = transport, queue
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Future[Delivery]] = {}
+        self._late: dict[str, float] = {}  # correlation id -> when we gave up on it
+        self._strays: dict[str, float] = {}  # correlation id -> first seen
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._ready = threading.Event()
+        self.stats: dict[str, int] = {"answered": 0, "late": 0, "stray": 0}
+
+    def ask(self, item: Envelope, timeout: float) -> Delivery | None:
+        """Publish `item` with reply-to our queue and wait for its answer (None: none came)."""
+        correlation = item.correlation_id or item.headers["msgId"]
+        future: Future[Delivery] = Future()
+        with self._lock:
+            self._waiting[correlation] = future
+        self._ensure()
+        try:
+            self.transport.publish(replace(item, reply_to=self.queue, correlation_id=correlation))
+            return future.result(timeout)
+        except FutureTimeout:
+            return None
+        finally:
+            with self._lock:
+                if self._waiting.pop(correlation, None) is not None:
+                    self._late[correlation] = time.monotonic()
+                self._forget_old(time.monotonic())
+
+    def in_flight(self) -> int:
+        """How many requests wait for their answer now."""
+        with self._lock:
+            return len(self._waiting)
+
+    def _ensure(self) -> None:
+        """Start the consumer thread (again in a forked child, which has none)."""
+        with self._lock:
+            alive = self._thread is not None and self._thread.is_alive()
+            if alive and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._ready.clear()
+            self._thread = threading.Thread(
+                target=self._run, name=f"timebok-replies-{self.queue}", daemon=True
+            )
+            self._thread.start()
+        self._ready.wait(5.0)  # an answer may come fast; it waits on the queue otherwise
+
+    def _run(self) -> None:
+        while True:
+            try:
+                sub = self.transport.subscribe([self.queue], self._take)
+            except Exception as exc:  # the broker is away: every caller times out meanwhile
+                log.warning("cannot consume %s: %s", self.queue, exc)
+                time.sleep(ROUTER_RETRY)
+                continue
+            self._ready.set()
+            try:
+                while True:
+                    sub.drain(0.5)
+            except Exception as exc:
+                log.warning("reply consumer of %s lost: %s", self.queue, exc)
+                time.sleep(ROUTER_RETRY)
+            finally:
+                with contextlib.suppress(Exception):
+                    sub.close()
+
+    def _take(self, delivery: Delivery) -> Outcome:
+        correlation = delivery.correlation_id or ""
+        now = time.monotonic()
+        with self._lock:
+            future = self._waiting.pop(correlation, None)
+            late = self._late.pop(correlation, None) is not None
+            first = (
+                self._strays.setdefault(correlation, now) if future is None and not late else 0.0
+            )
+        if future is not None:
+            self.stats["answered"] += 1
+            future.set_result(delivery)
+            return Outcome.ACCEPT
+        if late or now - first > STRAY_GRACE:
+            self.stats["late"] += 1
+            log.warning("late answer on %s dropped (correlation id %s)", self.queue, correlation)
+            with self._lock:
+                self._strays.pop(correlation, None)
+            return Outcome.ACCEPT
+        self.stats["stray"] += 1
+        return Outcome.RELEASE
+
+    def _forget_old(self, now: float) -> None:
+        """Drop bookkeeping older than the grace period (called with the lock held)."""
+        for book in (self._late, self._strays):
+            for key in [k for k, at in book.items() if now - at > 4 * STRAY_GRACE]:
+                del book[key]
+
+
+_routers: weakref.WeakKeyDictionary[Transport, dict[str, ReplyRouter]] = weakref.WeakKeyDictionary()
+_routers_lock = threading.Lock()
+
+
+def replies_for(transport: Transport, queue: str) -> ReplyRouter:
+    """The process's shared reply consumer of `queue` on `transport`."""
+    with _routers_lock:
+        per_queue = _routers.setdefault(transport, {})
+        router = per_queue.get(queue)
+        if router is None:
+            router = per_queue[queue] = ReplyRouter(transport, queue)
+        return router
