@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, cast
 
 from mappers.model import Party
 from worker.adapters.registry import AddressRegistry, Registry
-from worker.adapters.store.db import Store
-from worker.adapters.store.marks import Marks
 from worker.adapters.transports.base import Transport
 from worker.adapters.transports.kombu import KombuTransport
 from worker.settings import Settings
 
 if TYPE_CHECKING:
     from worker.adapters import crypto
+    from worker.adapters.store.db import Store
+    from worker.adapters.store.marks import Marks
 
 
 def _utcnow() -> datetime:
@@ -45,6 +45,8 @@ class Deps:
 
 def bootstrap(settings: Settings | None = None) -> Deps:
     """Build the store, transport and registry from settings."""
+    from worker.adapters.store.db import Store
+
     cfg = settings or Settings()
     store = Store.open(cfg.database_url, cfg.database_schema)
     registry = Registry.load(cfg.registry_file)
@@ -54,6 +56,32 @@ def bootstrap(settings: Settings | None = None) -> Deps:
         epj=make_transport(cfg, registry),
         registry=registry,
     )
+
+
+class LightDeps:
+    """What a synchronous lookup needs: the database is opened only if a dead letter must be
+    written, so `timebok slots` never loads the database layer on its usual path."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry: AddressRegistry = Registry.load(settings.registry_file)
+        self.epj = make_transport(settings, cast("Registry", self.registry))
+        self.clock: Callable[[], datetime] = _utcnow
+        self._store: Store | None = None
+
+    @property
+    def own_party(self) -> Party:
+        """Our own communication party."""
+        return Party(her_id=self.settings.own_her_id, name=self.settings.own_name)
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use."""
+        if self._store is None:
+            from worker.adapters.store.db import Store
+
+            self._store = Store.open(self.settings.database_url, self.settings.database_schema)
+        return self._store
 
 
 def make_transport(cfg: Settings, registry: Registry) -> Transport:

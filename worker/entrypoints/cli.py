@@ -8,7 +8,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from worker.flows import views
 from worker.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -28,10 +27,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
-    except views.NotFound as exc:
-        return _fail(args, str(exc), 1)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # Only a handler that imported the views can raise their NotFound (kept lazy: a
+        # lookup never loads the database layer).
+        views = sys.modules.get("worker.flows.views")
+        if views is not None and isinstance(exc, views.NotFound):
+            return _fail(args, str(exc), 1)
+        raise
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

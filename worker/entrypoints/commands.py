@@ -10,7 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from worker.flows import views
 from worker.settings import Settings
 
 
@@ -143,6 +142,7 @@ def run_booking(args: argparse.Namespace, settings: Settings) -> int:
     """Show one booking."""
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import booking_text
+    from worker.flows import views
 
     emit(args, views.booking(_deps(settings), args.id), booking_text)
     return 0
@@ -162,6 +162,7 @@ def run_inbox(args: argparse.Namespace, settings: Settings) -> int:
     """Print the inbox."""
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import inbox_text
+    from worker.flows import views
 
     emit(args, views.inbox(_deps(settings), args.fnr), inbox_text)
     return 0
@@ -178,6 +179,7 @@ def run_appointments(args: argparse.Namespace, settings: Settings) -> int:
     """Print the appointments."""
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import appointments_text
+    from worker.flows import views
 
     emit(args, views.appointments(_deps(settings), args.fnr), appointments_text)
     return 0
@@ -243,10 +245,11 @@ def run_planned(args: argparse.Namespace, settings: Settings) -> int:
 
 def _lookup(args: argparse.Namespace, settings: Settings, ask: Any, text: Any) -> int:
     """Run one lookup and map its failures to the contract's exit codes."""
+    from worker.bootstrap import LightDeps
     from worker.entrypoints.cli import _fail, emit
     from worker.flows import lookups
 
-    deps = _deps(settings)
+    deps = LightDeps(settings)
     try:
         emit(args, ask(deps), text)
     except lookups.BadLookup as exc:
@@ -269,6 +272,7 @@ def _ics(sub: Any) -> None:
 
 def run_ics(args: argparse.Namespace, settings: Settings) -> int:
     """Write the .ics file."""
+    from worker.flows import views
     from worker.flows.ics import to_ics
 
     data = to_ics(views.appointment(_deps(settings), args.uid))
@@ -339,6 +343,7 @@ def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
     from worker.adapters.store.db import dead_letters
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import dlq_text
+    from worker.flows import views
 
     deps = _deps(settings)
     with deps.store.transaction() as s:
@@ -351,6 +356,7 @@ def run_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
     """Show one dead letter."""
     from worker.adapters.store.db import get_dead_letter
     from worker.entrypoints.cli import emit
+    from worker.flows import views
 
     deps = _deps(settings)
     with deps.store.transaction() as s:

@@ -69,6 +69,8 @@ def _run(deps: Deps, kind: str, payload: bytes, headers: dict[str, Any], source:
         from worker.flows.bus import replay as replay_bus
 
         return replay_bus(deps, payload, {str(k): str(v) for k, v in headers.items()}, source)
+    if kind == "lookup":  # the caller of a synchronous lookup has long given up
+        return "not replayed: a lookup answer is only worth something to the caller that waited"
     if kind == "message":
         from worker.flows.inbound import receive
 

@@ -13,11 +13,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import redis
@@ -28,14 +28,36 @@ from mappers.errors import MapperError
 from mappers.model import Lookup, LookupAnswer, Party, Person, Practitioner, Slot, SlotQuery
 from worker import metrics
 from worker.adapters.registry import Clinic
-from worker.adapters.store.db import add_dead_letter
 from worker.adapters.transports.base import BusRefusal, Delivery, Envelope, transport_headers
 from worker.errors import EpjUnavailable, PermanentError, TransientError
 from worker.request import AppointmentKind, Service
 from worker.settings import sync_queue, sync_reply_queue
 
 if TYPE_CHECKING:
-    from worker.bootstrap import Deps
+    from worker.adapters.registry import AddressRegistry
+    from worker.adapters.store.db import Store
+    from worker.adapters.transports.base import Transport
+    from worker.settings import Settings
+
+
+class Deps(Protocol):
+    """What a lookup uses (worker.bootstrap.Deps, or LightDeps for the CLI)."""
+
+    settings: Settings
+    epj: Transport
+    registry: AddressRegistry
+    clock: Callable[[], datetime]
+
+    @property
+    def own_party(self) -> Party:
+        """Our own party, the sender."""
+        ...
+
+    @property
+    def store(self) -> Store:
+        """The store (dead letters only)."""
+        ...
+
 
 log = logging.getLogger("timebok.lookups")
 
@@ -284,6 +306,8 @@ def _dead_letter(deps: Deps, delivery: Delivery, asked: Lookup, exc: Exception) 
     """Keep the unreadable answer for inspection (never replayed: its caller is gone)."""
     reason = f"{type(exc).__name__}: {exc}"[:500]
     log.warning("lookup answer refused: %s", reason)
+    from worker.adapters.store.db import add_dead_letter
+
     with suppress(Exception), deps.store.transaction() as s:
         add_dead_letter(
             s,

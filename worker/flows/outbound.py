@@ -107,6 +107,11 @@ def submit(deps: Deps, payload: object) -> SubmitResult:
             # This request_id is stored already (by an earlier delivery or another worker).
             if attempt:
                 raise
+    if queued and req.action in _FREES_OR_TAKES_A_SLOT:
+        # Another patient's cached free slots at this clinic are stale now (see lookups).
+        from worker.flows.lookups import invalidate
+
+        invalidate(deps, req.clinic.her_id)
     if queued and publish(deps, queued) and result.state == State.REQUESTED.value:
         # The relay moved the booking to SENT with the publish: no need to read it back.
         return replace(result, state=State.SENT.value)
@@ -114,6 +119,7 @@ def submit(deps: Deps, payload: object) -> SubmitResult:
 
 
 _TARGETED = frozenset({Action.CANCEL, Action.CHANGE_WISH})  # these read a stored booking
+_FREES_OR_TAKES_A_SLOT = frozenset({Action.RESERVE, Action.CANCEL})
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -61,6 +62,9 @@ class KombuTransport:
         self._conn: Connection | None = None
         self._producer: Producer | None = None
         self._declared: set[str] = set()
+        # One connection and producer: threads publishing at once (concurrent lookups) take
+        # turns, as kombu's channels are not safe to share between threads.
+        self._lock = threading.RLock()
 
     def _connection(self) -> Connection:
         if self._conn is None:
@@ -80,12 +84,14 @@ class KombuTransport:
         """
         for delay in (*RETRY_DELAYS, None):
             try:
-                self._publish(item)
+                with self._lock:
+                    self._publish(item)
                 return
             except Exception as exc:
                 if not self._is_transport_error(exc):
                     raise
-                self.close()
+                with self._lock:
+                    self.close()
                 if delay is None:
                     raise EpjUnavailable(f"cannot publish to {item.queue}: {exc}") from exc
                 time.sleep(delay)
