@@ -28,6 +28,7 @@ from mappers.codes import (
     Process,
     ReplyCode,
     RequestCode,
+    appointment_type,
 )
 from mappers.errors import (
     InvalidData,
@@ -88,14 +89,7 @@ def type_code(kind: AppointmentType) -> str:
 def type_of(code: str) -> AppointmentType | None:
     """The appointment type of a 7617 code (a word, or a numeric stand-in); None outside
     timebok's subset (Lab, Vaksine, ... are real types timebok does not book)."""
-    code = code.strip()
-    found = _BY_WORD.get(code)
-    if found is not None:
-        return found
-    try:
-        return AppointmentType(code)
-    except ValueError:
-        return None
+    return appointment_type(code)
 
 
 # ---------------------------------------------------------------------------- compose
