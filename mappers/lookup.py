@@ -76,6 +76,13 @@ _FORMAAL, _KODET = dialog.q("Formål"), dialog.q("KodetOpplysning")
 _FRA, _TIL, _ROLLER = dialog.q("FraDato"), dialog.q("TilDato"), dialog.q("RollerRelatertNotat")
 _XS_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:Z|[+-]\d{2}:\d{2})?")
 _BY_WORD = {word: kind for kind, word in APPOINTMENT_TYPE_NAMES.items()}
+# The numeric stand-ins earlier releases sent (not the code list), still read.
+_NUMERIC = {
+    "1": AppointmentType.ORDINARY,
+    "2": AppointmentType.URGENT,
+    "3": AppointmentType.VIDEO,
+    "4": AppointmentType.PHONE,
+}
 
 
 # ---------------------------------------------------------------------------- code list 7617
@@ -89,7 +96,8 @@ def type_code(kind: AppointmentType) -> str:
 def type_of(code: str) -> AppointmentType | None:
     """The appointment type of a 7617 code (a word, or a numeric stand-in); None outside
     timebok's subset (Lab, Vaksine, ... are real types timebok does not book)."""
-    return appointment_type(code)
+    code = code.strip()
+    return _BY_WORD.get(code) or _NUMERIC.get(code)
 
 
 # ---------------------------------------------------------------------------- compose

@@ -297,10 +297,16 @@ def _check_depth(root: etree._Element, max_depth: int) -> None:
 # ---------------------------------------------------------------------------- schemas
 
 
+_COMPILING = threading.Lock()
+
+
 def schema() -> etree.XMLSchema:
     """The project schema set (timebok.xsd and its imports), compiled once per thread."""
     if _local.schema is None:
-        _local.schema = etree.XMLSchema(file=str(SCHEMA_FILE))
+        # libxml2 reads the imported schema files through shared parser state: two threads
+        # compiling at once can fail with "not valid XML Schema". One compile at a time.
+        with _COMPILING:
+            _local.schema = etree.XMLSchema(file=str(SCHEMA_FILE))
     return _local.schema
 
 

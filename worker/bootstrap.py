@@ -92,9 +92,11 @@ def make_transport(cfg: Settings, registry: Registry) -> Transport:
     from worker.adapters.transports.cms import CmsProtection
     from worker.adapters.transports.nhn import NhnTransport
 
-    own = crypto.load_own_keys(cfg)
+    def own() -> dict[str, crypto.OwnKeys]:
+        return {cfg.own_her_id: crypto.load_own_keys(cfg)}
+
     book = crypto.CertificateBook(partial(_clinic, registry))
-    protection = CmsProtection({cfg.own_her_id: own}, book, cpa_ids=partial(_cpa_id, registry))
+    protection = CmsProtection(own, book, cpa_ids=partial(_cpa_id, registry))
     return NhnTransport(cfg.epj_url, protection)
 
 

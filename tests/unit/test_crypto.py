@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import cms as asn1_cms
@@ -27,9 +28,14 @@ XML = '<?xml version="1.0" encoding="UTF-8"?><MsgHead><T>Blåbærsyltetøy</T></
 NOW = datetime.now(UTC)
 
 
+def _pki(directory: Path, *args: Any, **kwargs: Any) -> Pki:
+    """A test PKI whose certificates start before NOW, however long the test run has taken."""
+    return make_pki(directory, *args, now=NOW, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+    return _pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +145,7 @@ def test_the_wrong_key_with_our_certificate_cannot_decrypt(pki: Pki, blob: bytes
 def test_previous_key_is_accepted_during_a_rollover(tmp_path: Path, pki: Pki) -> None:
     """The clinic still encrypts for our old certificate; we have a new one and keep the old key."""
     old_blob = crypto.protect(XML, pki.keys(CLINIC), pki.party(OWN), NOW)
-    rolled = make_pki(tmp_path / "new", (OWN,))
+    rolled = _pki(tmp_path / "new", (OWN,))
     new_keys = rolled.keys(OWN, previous=str(pki.directory))
     assert crypto.unprotect(old_blob, new_keys, pki.party(CLINIC), NOW) == XML
     # and a message for the new certificate decrypts with the current key
@@ -150,8 +156,20 @@ def test_previous_key_is_accepted_during_a_rollover(tmp_path: Path, pki: Pki) ->
         crypto.unprotect(old_blob, rolled.keys(OWN), pki.party(CLINIC), NOW)
 
 
+def test_a_current_key_that_does_not_open_the_message_falls_through_to_the_previous(
+    pki: Pki, blob: bytes
+) -> None:
+    """The recipient entry names our certificate, the current key fails: the previous is tried."""
+    right = pki.keys(CLINIC)
+    stranger = pki.keys(STRANGER).encryption_key
+    keys = crypto.OwnKeys(
+        right.signing_key, right.signing_cert, stranger, right.encryption_cert, right.encryption_key
+    )
+    assert crypto.unprotect(blob, keys, pki.party(OWN), NOW) == XML
+
+
 def test_previous_key_from_settings(tmp_path: Path, pki: Pki) -> None:
-    rolled = make_pki(tmp_path / "new", (OWN,))
+    rolled = _pki(tmp_path / "new", (OWN,))
     settings = _Settings(rolled, OWN, previous=pki.key(OWN, "encryption"))
     keys = crypto.load_own_keys(settings, NOW)
     assert keys.previous_encryption_key is not None
@@ -280,7 +298,7 @@ def test_missing_certificate_file(pki: Pki, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def expired(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("expired"), (OWN, CLINIC), days=-1)
+    return _pki(tmp_path_factory.mktemp("expired"), (OWN, CLINIC), days=-1)
 
 
 def test_expired_certificates_are_refused_on_load(expired: Pki) -> None:
@@ -305,7 +323,7 @@ def test_certificate_that_expires_between_load_and_use_is_refused_on_use(
 
 
 def test_our_own_expired_encryption_certificate_is_refused_on_use(pki: Pki, tmp_path: Path) -> None:
-    short = make_pki(tmp_path, (CLINIC,), days=2)
+    short = _pki(tmp_path, (CLINIC,), days=2)
     blob = crypto.protect(XML, pki.keys(OWN), short.party(CLINIC), NOW)
     keys = short.keys(CLINIC)
     with pytest.raises(CertificateProblem, match=r"encryption certificate .* expired") as caught:
@@ -322,7 +340,7 @@ def test_not_yet_valid_certificate_is_refused(pki: Pki, blob: bytes) -> None:
 
 def test_wrong_key_usage_is_refused(tmp_path: Path) -> None:
     # signing certificates with digitalSignature only, encryption ones with dataEncipherment only
-    swapped = make_pki(
+    swapped = _pki(
         tmp_path,
         (OWN, CLINIC),
         usage={"signing": {"digital_signature": True}, "encryption": {"data_encipherment": True}},
@@ -334,7 +352,7 @@ def test_wrong_key_usage_is_refused(tmp_path: Path) -> None:
         swapped.keys(OWN)
     with pytest.raises(CertificateProblem, match="keyEncipherment"):
         crypto.load_party_certs(
-            make_pki(tmp_path / "ok", (CLINIC,)).cert(CLINIC, "signing"),
+            _pki(tmp_path / "ok", (CLINIC,)).cert(CLINIC, "signing"),
             swapped.cert(CLINIC, "encryption"),
         )
 

@@ -239,6 +239,9 @@ class InboundConsumer(bootsteps.ConsumerStep):
         self.epj: EpjBrokerConsumer | BusConsumer | None = None
         settings = deps().settings
         if settings.epj_transport == "nhn":
+            from worker.adapters.crypto import load_own_keys
+
+            load_own_keys(settings)  # bad keys of our own stop the worker here, saying which
             # The national bus: our async and error queues over AMQP 1.0, in a thread.
             self.epj = BusConsumer()
             self.epj.start()

@@ -337,12 +337,24 @@ class NhnTransport:
     name = "nhn"
 
     def __init__(self, url: str, protection: Protection, *, credit: int = LINK_CREDIT) -> None:
-        self.address = BusAddress.parse(url)
+        self.url = url
+        self._address: BusAddress | None = None
         self.protection = protection
         self.credit = credit
         self._io: _Io | None = None
         self._lock = threading.Lock()
         self._pid = 0
+
+    @property
+    def address(self) -> BusAddress:
+        """The bus the URL names (EpjUnavailable for a URL that names none: `timebok status`
+        and the worker say so instead of failing at start)."""
+        if self._address is None:
+            try:
+                self._address = BusAddress.parse(self.url)
+            except ValueError as exc:
+                raise EpjUnavailable(f"TIMEBOK_EPJ_BROKER_URL: {exc}") from exc
+        return self._address
 
     def _loop(self) -> _Io:
         import os
