@@ -28,7 +28,6 @@ from mappers.codes import (
     Process,
     ReplyCode,
     RequestCode,
-    appointment_type,
 )
 from mappers.errors import (
     InvalidData,
