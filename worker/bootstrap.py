@@ -64,8 +64,8 @@ class LightDeps:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry: AddressRegistry = Registry.load(settings.registry_file)
-        self.epj = make_transport(settings, cast("Registry", self.registry))
+        self.registry = Registry.load(settings.registry_file)
+        self.epj = make_transport(settings, self.registry)
         self.clock: Callable[[], datetime] = _utcnow
         self._store: Store | None = None
 

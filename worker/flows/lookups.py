@@ -43,10 +43,25 @@ if TYPE_CHECKING:
 class Deps(Protocol):
     """What a lookup uses (worker.bootstrap.Deps, or LightDeps for the CLI)."""
 
-    settings: Settings
-    epj: Transport
-    registry: AddressRegistry
-    clock: Callable[[], datetime]
+    @property
+    def settings(self) -> Settings:
+        """The settings."""
+        ...
+
+    @property
+    def epj(self) -> Transport:
+        """The EPJ transport."""
+        ...
+
+    @property
+    def registry(self) -> AddressRegistry:
+        """The address registry."""
+        ...
+
+    @property
+    def clock(self) -> Callable[[], datetime]:
+        """Now, timezone-aware."""
+        ...
 
     @property
     def own_party(self) -> Party:
