@@ -62,6 +62,7 @@ def _exported_names() -> set[str]:
     metrics.request_to_epj(1.0)
     metrics.request_to_notification("confirmed", 1.0)
     metrics.reply_latency("1", "reply", 1.0)
+    metrics.lookup("1", "free_slots", "timeout", 15.0)
     families = [*metrics.registry().collect(), *metrics.status_gauges(STATUS, "8093244")]
     return {s.name for f in families for s in f.samples}
 
@@ -76,6 +77,7 @@ def test_alerts_cover_the_runbook_and_use_real_metrics() -> None:
         "TimebokClinicNoAppRec",
         "TimebokClinicNotAnswering",
         "TimebokDeadLettersGrowing",
+        "TimebokClinicLookupsTimingOut",
     } <= names
     exported = _exported_names()
     for rule in rules:
