@@ -147,6 +147,9 @@ def measure(settings: Settings, n: int, rounds: int = ROUNDS) -> dict[str, float
         results |= nhn_scenarios(nhn, n, rounds)
     results["nhn_outbound_ratio"] = results["nhn_outbound_per_s"] / results["outbound_per_s"]
     results["nhn_inbound_ratio"] = results["nhn_inbound_per_s"] / results["inbound_per_s"]
+    from worker.bench.lookups import lookup_figures
+
+    results |= lookup_figures(settings)
     return results
 
 

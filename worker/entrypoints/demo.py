@@ -275,9 +275,11 @@ def _flow(
                 "consuming",
             )
         )
+        looked = _lookup_and_book(deps, settings, out)
         _submit_all(deps, settings, steps, out)
         extra = _clinic_traffic(deps, settings, steps, out)
     return {
+        "lookup": looked,
         "states": {s.name: _state(deps, s.id) for s in steps},
         "expected": {s.name: s.expect for s in steps},
         "ids": {s.name: s.id for s in steps},
@@ -285,6 +287,39 @@ def _flow(
         "inbox": {p.fnr: views.inbox(deps, p.fnr) for p in (PATIENT, CHILD)},
         "appointments": {p.fnr: views.appointments(deps, p.fnr) for p in (PATIENT, CHILD)},
     }
+
+
+def _lookup_and_book(deps: Deps, settings: Settings, out: TextIO) -> dict[str, Any]:
+    """Ask the GP's calendar for free slots, book the first, show it is gone from the next."""
+    from worker.entrypoints.app import create_app, send_booking
+    from worker.flows import lookups
+
+    query = lookups.SlotsQuery(CLINIC, unit="8090002")
+    print("  timebok slots 8090001 --unit 8090002 (HentLedigeTimer)", file=out)
+    found = lookups.free_slots(deps, query)
+    for slot in found["slots"][:3]:
+        print(
+            f"    ledig {render.local(slot['start'])} {slot['appointment_type']} {slot['id']}",
+            file=out,
+        )
+    slot = found["slots"][0]
+    req = _reserve(slot["appointment_type"], 0) | {
+        "slot": {"id": slot["id"], "start": slot["start"], "end": slot["end"]},
+        "practitioner": slot["practitioner"],
+        "service": slot["service"],
+        "clinic": {
+            "her_id": CLINIC,
+            "name": "Testlegekontoret",
+            "unit_her_id": slot["unit_her_id"],
+        },
+    }
+    send_booking(create_app(settings), req)
+    _wait(lambda: _state(deps, req["request_id"]) == "CONFIRMED", 60, "the looked-up slot booked")
+    print(f"  bestilt {render.local(slot['start'])}: CONFIRMED", file=out)
+    again = lookups.free_slots(deps, query)
+    gone = slot["id"] not in {s["id"] for s in again["slots"]}
+    print(f"  nytt oppslag: {len(again['slots'])} ledige, den bestilte er borte: {gone}", file=out)
+    return {"slot": slot["id"], "booked": req["request_id"], "gone": gone}
 
 
 def _state(deps: Deps, booking_id: str) -> str | None:
@@ -399,6 +434,9 @@ def run(settings: Settings, out: TextIO = sys.stdout) -> int:
     _print_result(result, out)
     wrong = {n: s for n, s in result["states"].items() if s != result["expected"][n]}
     print(f"\n{len(result['states'])} bookings in {time.monotonic() - started:.1f} s", file=out)
+    if not result["lookup"]["gone"]:
+        print("timebok demo: the booked slot was still offered by the next lookup", file=sys.stderr)
+        return 1
     if wrong:
         print(f"timebok demo: unexpected final states: {wrong}", file=sys.stderr)
         return 1
