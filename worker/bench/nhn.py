@@ -148,7 +148,7 @@ class NhnRig(Rig):
         self._published_n([str(p["request_id"]) for p in payloads], 90)
         docs = self._take_docs(WARMUP)
         self._reply(docs)
-        self._notified([_uid(d) for d in docs])
+        self._notified_n([_uid(d) for d in docs], 90)
         self._take_deliveries(WARMUP)  # our AppRecs
 
     def outbound(self, n: int) -> Drained:
@@ -172,7 +172,7 @@ class NhnRig(Rig):
         for message in messages:
             self.clinic.send(message.address, message)
         cpu = WorkerCpu(self.worker, self.worker.cpu_seconds(), self.worker.thaw())
-        done = self._notified([_uid(d) for d in docs])
+        done = self._notified_n([_uid(d) for d in docs])
         used = cpu(len(docs))
         self._take_deliveries(len(docs))
         rate = per_second(list(done.values()))
@@ -201,6 +201,19 @@ class NhnRig(Rig):
 
         self._wait(all_out, f"{len(ids)} documents published on the bus", timeout)
         return self._published(ids)
+
+    def _notified_n(self, ids: list[str], timeout: float | None = None) -> dict[str, float]:
+        """Until every booking's inbox notification is written; when each was."""
+        from worker.adapters.store.tables import NotificationRow
+
+        count = select(func.count()).where(NotificationRow.booking_id.in_(ids))
+
+        def all_in() -> bool:
+            with self.deps.store.transaction() as s:
+                return int(s.scalar(count) or 0) >= len(ids)
+
+        self._wait(all_in, f"{len(ids)} inbox notifications", timeout)
+        return self._notified(ids)
 
     def _take_deliveries(self, n: int) -> list[Delivery]:
         got: list[Delivery] = []
