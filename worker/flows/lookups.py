@@ -269,7 +269,7 @@ def _request(deps: Deps, clinic: Clinic, asked: Lookup, timeout: float) -> Deliv
         lookup.build_lookup(asked),
         transport_headers(
             from_her_id=env.sender.her_id,
-            to_her_id=env.receiver.address,
+            to_her_id=env.receiver.her_id,  # the queue owner; a unit is in MsgHead
             msg_id=env.msg_id,
             msg_type=env.process.value,
         ),
