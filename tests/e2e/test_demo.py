@@ -36,6 +36,7 @@ def test_demo_flow_on_postgres(redis_url: str, pg_schema: str, tmp_path: Path) -
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
     assert result["states"] == result["expected"]
+    assert result["lookup"]["gone"] is True  # the booked slot left the next lookup's answer
     kari = sorted(n["event"] for n in result["inbox"][demo.PATIENT.fnr])
     assert kari == sorted(
         [
@@ -44,6 +45,7 @@ def test_demo_flow_on_postgres(redis_url: str, pg_schema: str, tmp_path: Path) -
             "confirmed",
             "confirmed",
             "confirmed",  # 4 slots + the wish
+            "confirmed",  # the slot the opening lookup found
             "changed",  # the wish change
             "cancel_confirmed",  # the patient cancels the in-person time
             "cancelled_by_clinic",  # the clinic cancels the phone time
@@ -105,7 +107,7 @@ def test_demo_starts_a_private_redis_when_none_answers(tmp_path: Path) -> None:
     with engine.connect() as conn:
         all_ids = [row[0] for row in conn.execute(text("SELECT id FROM bookings"))]
     engine.dispose()
-    assert len(all_ids) == 11
+    assert len(all_ids) == 12  # the 11 scripted requests and the slot found by the lookup
     _histories_are_legal(settings, all_ids)
 
 
