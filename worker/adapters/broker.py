@@ -67,6 +67,22 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
+def redelivery_options(visibility_timeout: int) -> dict[str, int]:
+    """kombu Redis transport options: unacked messages come back after the visibility timeout.
+
+    kombu looks for the unacked messages of dead consumers only every interval x throttle
+    seconds (10 x 10 by default): with a short visibility timeout a killed worker's messages
+    would wait ~100 s. Sweep every quarter timeout (1-10 s), on every tick, and let a mutex
+    left by a sweeper killed mid-sweep expire with the timeout instead of after 5 minutes.
+    """
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": min(300, visibility_timeout),
+    }
+
+
 def transport_for(url: str) -> str | None:
     """The transport for a broker URL: ours for redis://, kombu's choice otherwise."""
     return TRANSPORT if url.startswith("redis://") else None

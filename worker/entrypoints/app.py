@@ -18,7 +18,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 from kombu.mixins import ConsumerMixin
 
-from worker.adapters.broker import transport_for
+from worker.adapters.broker import redelivery_options, transport_for
 from worker.adapters.store.marks import Marks
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import (
@@ -93,7 +93,7 @@ def _celery_config(cfg: Settings) -> dict[str, Any]:
         # concurrency x 4 messages until the visibility timeout; 4 keeps the pipe full.
         "worker_prefetch_multiplier": 4,
         # Redis redelivers unacked messages after this; it must exceed the longest retry delay.
-        "broker_transport_options": _transport_options(cfg.visibility_timeout),
+        "broker_transport_options": redelivery_options(cfg.visibility_timeout),
         # kombu's Redis transport, minus a crash on a broker restart (see adapters.broker).
         "broker_transport": transport_for(cfg.broker_url),
         "broker_connection_retry_on_startup": True,
@@ -119,19 +119,6 @@ def _celery_config(cfg: Settings) -> dict[str, Any]:
             RELAY_TASK: {"expires": cfg.relay_interval * 5},
             TIMEOUTS_TASK: {"expires": cfg.timeout_check_interval * 5},
         },
-    }
-
-
-def _transport_options(visibility_timeout: int) -> dict[str, int]:
-    # kombu looks for the unacked messages of dead workers only every interval x throttle
-    # seconds (10 x 10 by default): with a short visibility timeout a killed worker's messages
-    # would wait ~100 s. Sweep every quarter timeout (1-10 s), on every tick, and let a mutex
-    # left by a sweeper killed mid-sweep expire with the timeout instead of after 5 minutes.
-    return {
-        "visibility_timeout": visibility_timeout,
-        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
-        "unacked_restore_throttle": 1,
-        "unacked_mutex_expire": min(300, visibility_timeout),
     }
 
 
