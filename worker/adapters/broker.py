@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
+from kombu.entity import Exchange, Queue
 from kombu.transport import redis
 from redis.exceptions import ConnectionError as BrokerConnectionError
 
@@ -81,6 +82,46 @@ def redelivery_options(visibility_timeout: int) -> dict[str, int]:
         "unacked_restore_throttle": 1,
         "unacked_mutex_expire": min(300, visibility_timeout),
     }
+
+
+def is_amqp(url: str) -> bool:
+    """Whether a broker URL is RabbitMQ (AMQP 0-9-1)."""
+    return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def task_queues(names: tuple[str, ...], delivery_limit: int, dead_letters: str) -> list[Queue]:
+    """The Celery queues as RabbitMQ declares them: quorum, with a delivery limit.
+
+    Quorum queues are replicated and confirm a publish once a majority has it on disk. A
+    task delivered `delivery_limit` + 1 times without an ack (a pool process it kills each
+    time, a retry that cannot be published) is dead-lettered into `dead_letters`, at least
+    once: RabbitMQ keeps it until that queue has it. Topic exchanges, so that Celery's
+    native delayed delivery holds retries with a countdown in the broker, not the worker.
+    """
+    arguments = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead_letters,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",  # what at-least-once dead-lettering requires
+    }
+    # kombu is unannotated, hence the ignores on its constructors.
+    return [
+        Queue(  # type: ignore[no-untyped-call]
+            name,
+            Exchange(name, type="topic"),  # type: ignore[no-untyped-call]
+            routing_key=name,
+            queue_arguments=arguments,
+        )
+        for name in names
+    ]
+
+
+def dead_letter_queue(name: str) -> Queue:
+    """The queue dead-lettered tasks go to (quorum, no limit: nothing leaves it unread)."""
+    arguments = {"x-queue-type": "quorum"}
+    return Queue(name, durable=True, queue_arguments=arguments)  # type: ignore[no-untyped-call]
 
 
 def transport_for(url: str) -> str | None:
