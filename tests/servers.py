@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -117,6 +118,13 @@ def private_database(**settings: str) -> Iterator[str]:
         admin.dispose()
 
 
+def _service_dir(prefix: str) -> Path:
+    """A fresh directory a service user can enter (pytest's tmp_path is private to root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
 def _give(path: Path, user: str) -> None:
     """Hand a directory tree to a service user (when running as root)."""
     if os.geteuid() != 0:
@@ -128,8 +136,8 @@ def _give(path: Path, user: str) -> None:
 class RabbitNode:
     """A RabbitMQ node of its own: own node name, ports, data and log directories."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
+    def __init__(self) -> None:
+        self.dir = _service_dir("timebok-rabbitmq-")
         self.port, self.dist_port = free_port(), free_port()
         self.node = f"timebok-chaos-{os.getpid()}-{self.port}@localhost"
 
@@ -153,8 +161,6 @@ class RabbitNode:
 
     def start(self, timeout: float = 90.0) -> RabbitNode:
         """Start (or restart, same data) and wait until it accepts connections."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o755)
         (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         (self.dir / "enabled_plugins").write_text("[].\n")
         _give(self.dir, "rabbitmq")
@@ -177,18 +183,19 @@ class RabbitNode:
         _wait(lambda: not listening(self.port), 30, "RabbitMQ to go")
 
     def stop(self) -> None:
-        """Stop the node (rabbitmqctl stop), killing it if that fails."""
+        """Stop the node (rabbitmqctl stop, kill -9 if that fails), remove its directory."""
         try:
             rabbitmqctl("stop", node=self.node, env=self.env())
         except (RuntimeError, subprocess.TimeoutExpired):
             self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class PgCluster:
     """A PostgreSQL cluster of its own: initdb in a directory, its own port, trust auth."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
+    def __init__(self) -> None:
+        self.dir = _service_dir("timebok-postgresql-")
         self.port = free_port()
         found = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         self.bin = Path(found[-1]) if found else Path(shutil.which("pg_ctl") or "pg_ctl").parent
@@ -212,8 +219,6 @@ class PgCluster:
 
     def start(self) -> PgCluster:
         """initdb and start."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o755)
         _give(self.dir, "postgres")
         self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust")
         self._ctl("start")
@@ -224,6 +229,7 @@ class PgCluster:
         self._ctl("restart", "-m", "fast")
 
     def stop(self) -> None:
-        """Fast shutdown."""
+        """Fast shutdown, remove its directory."""
         with suppress(RuntimeError):
             self._ctl("stop", "-m", "fast")
+        shutil.rmtree(self.dir, ignore_errors=True)

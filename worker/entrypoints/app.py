@@ -224,7 +224,10 @@ def _retry_or_dead_letter(task: Task, exc: TransientError, request: object, cfg:
     if retries < cfg.task_max_retries:
         log.warning("transient error, retrying", extra={"attempt": retries + 1})
         try:
-            raise task.retry(exc=exc, countdown=backoff(retries, cfg.retry_backoff_max))
+            # At least a second: on RabbitMQ a countdown goes to the broker's delayed
+            # delivery, which counts in whole seconds and refuses less than one.
+            delay = max(1.0, backoff(retries, cfg.retry_backoff_max))
+            raise task.retry(exc=exc, countdown=delay)
         except Reject as refused:
             # Celery turns a retry it could not publish (broker away, publish refused) into
             # a reject WITHOUT requeue, and the broker drops the task. Hand it back instead:
@@ -290,19 +293,20 @@ class InboundConsumer(bootsteps.ConsumerStep):
         self._dispatch(key, message)
 
     def _dispatch(self, key: object, message: Message) -> None:
-        self.pool.apply_async(
-            handle_inbound,
-            args=(_raw_body(message), dict(message.headers or {})),
-            callback=partial(self._settle, key, message),
-            error_callback=partial(self._lost, key, message),
-        )
+        try:
+            self.pool.apply_async(
+                handle_inbound,
+                args=(_raw_body(message), dict(message.headers or {})),
+                callback=partial(self._settle, key, message),
+                error_callback=partial(self._lost, key, message),
+            )
+        except Exception as exc:  # the pool is restarting (after a reconnect): not now
+            log.warning("inbound message requeued, pool not ready: %r", exc)
+            self._lost(key, message, exc)
 
     def _settle(self, key: object, message: Message, stored: bool) -> None:
         try:
-            if stored:
-                message.ack()
-            else:
-                message.requeue()
+            _settle_message(message, ack=stored)
         finally:
             self._next(key)
 
@@ -311,7 +315,7 @@ class InboundConsumer(bootsteps.ConsumerStep):
         # message goes back to the queue; a redelivery is deduplicated by MsgId.
         log.warning("inbound message requeued: %s", getattr(einfo, "exception", einfo))
         try:
-            message.requeue()
+            _settle_message(message, ack=False)
         finally:
             self._next(key)
 
@@ -348,12 +352,16 @@ class DeadLetterConsumer(bootsteps.ConsumerStep):
             args = message.decode()[0]
         except Exception:  # not a Celery task body: keep what there is
             args = [_raw_body(message).decode("utf-8", "replace")]
-        self.pool.apply_async(
-            store_dead_task,
-            args=(str(headers.get("task") or ""), list(args), _death(headers)),
-            callback=lambda stored: message.ack() if stored else message.requeue(),
-            error_callback=lambda _einfo: message.requeue(),
-        )
+        try:
+            self.pool.apply_async(
+                store_dead_task,
+                args=(str(headers.get("task") or ""), list(args), _death(headers)),
+                callback=lambda stored: _settle_message(message, ack=stored),
+                error_callback=lambda _einfo: _settle_message(message, ack=False),
+            )
+        except Exception as exc:  # the pool is restarting (after a reconnect): not now
+            log.warning("dead-lettered task requeued, pool not ready: %r", exc)
+            _settle_message(message, ack=False)
 
 
 def _death(headers: dict[str, Any]) -> dict[str, str]:
@@ -413,6 +421,18 @@ class EpjBrokerConsumer(ConsumerMixin):
         if self.thread is not None:
             self.thread.join(timeout=10)
         self.connection.release()
+
+
+def _settle_message(message: Message, *, ack: bool) -> None:
+    """Ack, or requeue; on a channel whose connection is gone, leave it to the broker.
+
+    The broker puts every unacked message of a closed connection back on its queue (Redis:
+    after the visibility timeout), so there is nothing left to do, and nothing to fail on.
+    """
+    try:
+        message.ack() if ack else message.requeue()
+    except Exception as exc:
+        log.warning("message left to the broker to redeliver: %r", exc)
 
 
 def _copy_key(message: Message) -> object:
