@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from mappers.model import Party
 from worker.adapters.registry import AddressRegistry, Registry
 from worker.adapters.store.db import Store
-from worker.adapters.store.marks import Marks
-from worker.adapters.transports.kombu import EpjTransport, KombuTransport
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.adapters.store.marks import Marks
+    from worker.adapters.transports.kombu import Envelope, EpjTransport, KombuTransport
 
 
 def _utcnow() -> datetime:
@@ -44,6 +47,38 @@ def bootstrap(settings: Settings | None = None) -> Deps:
     return Deps(
         settings=cfg,
         store=store,
-        epj=KombuTransport(cfg.epj_url),
+        epj=LazyTransport(cfg.epj_url),
         registry=Registry.load(cfg.registry_file),
     )
+
+
+class LazyTransport:
+    """The kombu EPJ transport, built (and kombu imported) on first use.
+
+    A read-only command (`timebok booking ID`) never publishes; importing kombu and its
+    Redis client cost most of such a command's start.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._real: KombuTransport | None = None
+
+    def _transport(self) -> KombuTransport:
+        if self._real is None:
+            from worker.adapters.transports.kombu import KombuTransport
+
+            self._real = KombuTransport(self.url)
+        return self._real
+
+    def publish(self, item: Envelope) -> None:
+        """Put one document on its queue; raise EpjUnavailable when the broker is down."""
+        self._transport().publish(item)
+
+    def depth(self, queue: str) -> int:
+        """How many messages wait on a queue."""
+        return self._transport().depth(queue)
+
+    def close(self) -> None:
+        """Drop the connection, if one was made."""
+        if self._real is not None:
+            self._real.close()
