@@ -173,7 +173,7 @@ def scenarios(rig: Rig, n: int, rounds: int = ROUNDS) -> dict[str, float]:
     _latencies(results, "inbound", paced_in.latencies, "_half_rate")
     for name, drained in (("noop", noop), ("outbound", outbound), ("inbound", inbound)):
         results[f"{name}_worker_cpu_ms"] = drained.cpu_ms
-    results["cli_start_ms"], results["cli_start_cpu_ms"] = rig.frozen(rig.cli_start)
+    results["cli_start_ms"], results["cli_start_cpu_ms"] = rig.cli_start()
     rss = rig.worker.peak_rss_mb()
     results["worker_rss_mb"] = max(rss)
     results["worker_rss_sum_mb"] = sum(rss)
