@@ -100,7 +100,8 @@ def test_a_retry_the_broker_refuses_is_dead_lettered_not_dropped(tmp_path: Path)
             retry_backoff_max=1,
         )
         worker = h.worker(env, tmp_path / "worker.log").start()
-        locker = make_engine(db).connect()
+        lock_engine = make_engine(db)
+        locker = lock_engine.connect()
         try:
             locker.execute(text("SET lock_timeout = 0"))
             locker.execute(text("LOCK TABLE bookings IN ACCESS EXCLUSIVE MODE"))
@@ -119,6 +120,7 @@ def test_a_retry_the_broker_refuses_is_dead_lettered_not_dropped(tmp_path: Path)
             assert replayed.returncode == 0, replayed.stderr
         finally:
             locker.close()
+            lock_engine.dispose()
             worker.stop()
         bookings = _count(db, f"SELECT count(*) FROM bookings WHERE id = '{payload['request_id']}'")
     log = worker.text()
