@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, cast
 from mappers.model import Party
 from worker.adapters.registry import AddressRegistry, Registry
 from worker.adapters.transports.base import Transport
-from worker.adapters.transports.kombu import KombuTransport
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from worker.adapters import crypto
     from worker.adapters.store.db import Store
     from worker.adapters.store.marks import Marks
+    from worker.adapters.transports.base import Delivery, Envelope, Handler, Subscription
 
 
 def _utcnow() -> datetime:
@@ -87,7 +89,7 @@ class LightDeps:
 def make_transport(cfg: Settings, registry: Registry) -> Transport:
     """The EPJ transport TIMEBOK_EPJ_TRANSPORT names (nhn: with our keys, checked now)."""
     if cfg.epj_transport != "nhn":
-        return KombuTransport(cfg.epj_url)
+        return LazyTransport(cfg.epj_url)
     from worker.adapters import crypto
     from worker.adapters.transports.cms import CmsProtection
     from worker.adapters.transports.nhn import NhnTransport
@@ -108,3 +110,49 @@ def _clinic(registry: Registry, her_id: str) -> crypto.ClinicCertificates | None
 def _cpa_id(registry: Registry, her_id: str) -> str | None:
     clinic = registry.clinic(her_id)
     return clinic.cpa_id if clinic is not None else None
+
+
+class LazyTransport:
+    """The kombu EPJ transport, built (and kombu imported) on first use.
+
+    A read-only command (`timebok booking ID`) never publishes; importing kombu and its
+    Redis client cost most of such a command's start.
+    """
+
+    name = "kombu"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._real: Transport | None = None
+
+    def _transport(self) -> Transport:
+        if self._real is None:
+            from worker.adapters.transports.kombu import KombuTransport
+
+            self._real = KombuTransport(self.url)
+        return self._real
+
+    def publish(self, item: Envelope) -> None:
+        """Put one document on its queue; raise EpjUnavailable when the broker is down."""
+        self._transport().publish(item)
+
+    def depth(self, queue: str) -> int:
+        """How many messages wait on a queue."""
+        return self._transport().depth(queue)
+
+    def subscribe(self, queues: Sequence[str], handler: Handler) -> Subscription:
+        """Consume from queues; the handler's outcome settles each delivery."""
+        return self._transport().subscribe(queues, handler)
+
+    def request(self, item: Envelope, reply_queue: str, timeout: float) -> Delivery | None:
+        """Send a synchronous request and wait for its correlated answer."""
+        return self._transport().request(item, reply_queue, timeout)
+
+    def open(self, delivery: Delivery) -> bytes:
+        """The document a delivery carries."""
+        return self._transport().open(delivery)
+
+    def close(self) -> None:
+        """Drop the connection, if one was made."""
+        if self._real is not None:
+            self._real.close()

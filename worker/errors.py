@@ -27,5 +27,9 @@ class RejectedRequest(PermanentError):
     """A booking request broke a rule (reason is field-level and safe to show)."""
 
 
+class NotFound(TimebokError):
+    """The thing asked for does not exist."""
+
+
 class NotMigrated(TimebokError):
     """The database schema is missing or behind; run `timebok migrate`."""

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     max_xml_depth: int = Field(default=100, gt=0)
     visibility_timeout: int = Field(default=3600, gt=0)
+    delivery_limit: int = Field(
+        default=10, ge=1, description="RabbitMQ: deliveries of a task before it is dead-lettered"
+    )
     relay_interval: float = Field(default=2.0, gt=0)
     outbox_lease: float = Field(
         default=30.0, gt=0, description="seconds a new outbox row is left to its writer"

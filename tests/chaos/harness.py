@@ -67,19 +67,20 @@ def write_registry(path: Path, clinic: str, name: str = "Krasjklinikken") -> Pat
 
 
 @contextmanager
-def private_schema(prefix: str = "timebok_crash") -> Iterator[str]:
-    """A migrated PostgreSQL schema of its own, dropped afterwards."""
+def private_schema(prefix: str = "timebok_crash", url: str = PG_URL) -> Iterator[str]:
+    """A migrated PostgreSQL schema of its own (in the database at `url`), dropped afterwards."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(PG_URL)
+    admin = create_engine(url)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    engine = make_engine(PG_URL, name)
+    engine = make_engine(url, name)
     try:
         upgrade(engine)
         engine.dispose()
         yield name
     finally:
         engine.dispose()
+        admin.dispose()  # a fresh connection: the server may have restarted meanwhile
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
         admin.dispose()
@@ -339,11 +340,14 @@ def timebok_env(
     return env
 
 
-def worker(env: dict[str, str], log: Path, concurrency: int = 2) -> Service:
-    """`timebok worker` (not started)."""
-    return Service(
-        ["worker", f"--concurrency={concurrency}", "--loglevel=INFO"], env, log, b"ready."
-    )
+def worker(
+    env: dict[str, str], log: Path, concurrency: int = 2, hostname: str | None = None
+) -> Service:
+    """`timebok worker` (not started); `hostname` tells competing workers apart."""
+    args = ["worker", f"--concurrency={concurrency}", "--loglevel=INFO"]
+    if hostname is not None:
+        args.append(f"--hostname={hostname}")
+    return Service(args, env, log, b"ready.")
 
 
 def beat(env: dict[str, str], log: Path, schedule: Path) -> Service:

@@ -141,6 +141,9 @@ class _ScriptedRig:
     def frozen(self, fn: object) -> float:
         return 12_000.0
 
+    def cli_start(self) -> tuple[float, float]:
+        return 150.0, 120.0
+
     def paced_outbound(self, rate: float, seconds: float) -> Drained:
         self.paced.append(rate)
         return Drained(rate, [1.0], [])

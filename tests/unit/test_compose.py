@@ -20,14 +20,21 @@ def load(name: str) -> Any:
 
 def test_compose_services_and_profiles() -> None:
     services = load("compose.yaml")["services"]
-    for name in ("redis", "postgres", "migrate", "worker", "beat", "flower"):
+    for name in ("rabbitmq", "redis", "postgres", "migrate", "worker", "beat", "flower"):
         assert name in services and "profiles" not in services[name], name
     assert services["epj-sim"]["profiles"] == ["demo"]
-    assert services["rabbitmq"]["profiles"] == ["rabbitmq"]
     assert services["prometheus"]["profiles"] == ["monitoring"]
     assert services["worker"]["depends_on"]["migrate"] == {
         "condition": "service_completed_successfully"
     }
+
+
+def test_the_default_stack_runs_on_rabbitmq() -> None:
+    services = load("compose.yaml")["services"]
+    broker = services["worker"]["environment"]["TIMEBOK_BROKER_URL"]
+    assert broker.startswith("${TIMEBOK_BROKER_URL:-amqp://") and "@rabbitmq:5672" in broker
+    for name in ("worker", "beat"):
+        assert services[name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}
 
 
 def test_redis_keeps_every_message() -> None:

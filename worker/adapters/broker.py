@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
+from kombu.entity import Exchange, Queue
 from kombu.transport import redis
 from redis.exceptions import ConnectionError as BrokerConnectionError
 
@@ -65,6 +66,62 @@ class Transport(redis.Transport):
     """kombu's Redis transport with the channel above (selected by `broker_transport`)."""
 
     Channel = Channel
+
+
+def redelivery_options(visibility_timeout: int) -> dict[str, int]:
+    """kombu Redis transport options: unacked messages come back after the visibility timeout.
+
+    kombu looks for the unacked messages of dead consumers only every interval x throttle
+    seconds (10 x 10 by default): with a short visibility timeout a killed worker's messages
+    would wait ~100 s. Sweep every quarter timeout (1-10 s), on every tick, and let a mutex
+    left by a sweeper killed mid-sweep expire with the timeout instead of after 5 minutes.
+    """
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": min(300, visibility_timeout),
+    }
+
+
+def is_amqp(url: str) -> bool:
+    """Whether a broker URL is RabbitMQ (AMQP 0-9-1)."""
+    return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def task_queues(names: tuple[str, ...], delivery_limit: int, dead_letters: str) -> list[Queue]:
+    """The Celery queues as RabbitMQ declares them: quorum, with a delivery limit.
+
+    Quorum queues are replicated and confirm a publish once a majority has it on disk. A
+    task delivered `delivery_limit` + 1 times without an ack (a pool process it kills each
+    time, a retry that cannot be published) is dead-lettered into `dead_letters`, at least
+    once: RabbitMQ keeps it until that queue has it. Topic exchanges, so that Celery's
+    native delayed delivery holds retries with a countdown in the broker, not the worker.
+    """
+    arguments = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dead_letters,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",  # what at-least-once dead-lettering requires
+    }
+    # kombu is unannotated, hence the ignores on its constructors.
+    return [
+        Queue(  # type: ignore[no-untyped-call]
+            name,
+            Exchange(name, type="topic"),  # type: ignore[no-untyped-call]
+            routing_key=name,
+            queue_arguments=arguments,
+        )
+        for name in names
+    ]
+
+
+def dead_letter_queue(name: str) -> Queue:
+    """The queue dead-lettered tasks go to (quorum, no limit: nothing leaves it unread)."""
+    arguments = {"x-queue-type": "quorum"}
+    return Queue(name, durable=True, queue_arguments=arguments)  # type: ignore[no-untyped-call]
 
 
 def transport_for(url: str) -> str | None:

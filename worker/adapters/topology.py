@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from worker.constants import BUS_DELIVERY_LIMIT
 from worker.settings import BUS_QUEUE_SUFFIXES
 
-DEFAULT_DELIVERY_LIMIT = 10  # deliveries before RabbitMQ dead-letters a message into `_dl`
+DEFAULT_DELIVERY_LIMIT = BUS_DELIVERY_LIMIT
 
 
 @dataclass(frozen=True)

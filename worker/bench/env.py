@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -207,3 +208,22 @@ def bench_worker(
             yield worker
         finally:
             worker.stop()
+
+
+def cli_start(cfg: Settings, booking_id: str, runs: int = 5) -> tuple[float, float]:
+    """`timebok booking ID --json` (a read-only verb) `runs` times: the median wall and CPU
+    milliseconds from start to exit, CPU being user + system of the command's process."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    command = [sys.executable, "-m", "worker.entrypoints.cli", "booking", booking_id, "--json"]
+    for _ in range(runs):
+        before = os.times()
+        started = time.perf_counter()
+        done = subprocess.run(command, env=worker_env(cfg), capture_output=True, timeout=60)
+        walls.append((time.perf_counter() - started) * 1000)
+        after = os.times()
+        cpus.append((after.children_user + after.children_system) * 1000)
+        cpus[-1] -= (before.children_user + before.children_system) * 1000
+        if done.returncode != 0:
+            raise RuntimeError(f"timebok booking failed: {done.stderr.decode()[-500:]}")
+    return statistics.median(walls), statistics.median(cpus)

@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import redis
 from kombu.connection import Connection
 from kombu.entity import Queue
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from mappers import incoming
 from mappers.model import DialogMessage
 from worker.adapters.store.tables import MessageRow, NotificationRow, OutboxRow
 from worker.bench.data import CLINIC, NOOP_TASK, booking_request, confirmation
-from worker.bench.env import BenchWorker, bench_worker, pg_schema, redis_db
+from worker.bench.env import BenchWorker, bench_worker, cli_start, pg_schema, redis_db
 from worker.bench.run import BenchError, Drained, latency_ms, per_second, percentile, say
 from worker.constants import REQUESTS_QUEUE
 from worker.entrypoints.app import send_booking
@@ -136,6 +136,13 @@ class Rig:
         self.completions.close()
         self.redis.close()
         self.deps.store.dispose()
+
+    def cli_start(self) -> tuple[float, float]:
+        """Median wall and CPU ms of `timebok booking ID --json` for a stored booking (the
+        worker frozen meanwhile)."""
+        with self.deps.store.engine.connect() as conn:
+            booking_id = conn.execute(text("SELECT id FROM bookings LIMIT 1")).scalar_one()
+        return self.frozen(lambda: cli_start(self.cfg, str(booking_id)))
 
     def frozen(self, fn: Callable[[], T]) -> T:
         """Run fn while the worker is stopped (it gets the CPU to itself)."""

@@ -42,6 +42,7 @@ REQUIRED = (
     "inbound_p50_ms",
     "inbound_p99_ms",
     "worker_rss_mb",
+    "cli_start_ms",
 )
 RESULTS_FILE = Path("bench-results.json")
 PACED_SECONDS = 3.0  # length of each half-rate run
@@ -185,6 +186,7 @@ def scenarios(rig: Rig, n: int, rounds: int = ROUNDS) -> dict[str, float]:
     _latencies(results, "inbound", paced_in.latencies, "_half_rate")
     for name, drained in (("noop", noop), ("outbound", outbound), ("inbound", inbound)):
         results[f"{name}_worker_cpu_ms"] = drained.cpu_ms
+    results["cli_start_ms"], results["cli_start_cpu_ms"] = rig.cli_start()
     rss = rig.worker.peak_rss_mb()
     results["worker_rss_mb"] = max(rss)
     results["worker_rss_sum_mb"] = sum(rss)

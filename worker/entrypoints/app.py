@@ -6,11 +6,13 @@ import json
 import logging
 import random
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
 from celery import Celery, Task, bootsteps
+from celery.exceptions import Reject
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 from celery.worker.request import Request
 from kombu.connection import Connection
@@ -19,10 +21,17 @@ from kombu.message import Message
 from kombu.messaging import Consumer
 from kombu.mixins import ConsumerMixin
 
-from worker.adapters.broker import transport_for
+from worker.adapters.broker import (
+    dead_letter_queue,
+    is_amqp,
+    redelivery_options,
+    task_queues,
+    transport_for,
+)
 from worker.adapters.store.marks import Marks
 from worker.bootstrap import Deps, bootstrap
 from worker.constants import (
+    DEAD_LETTER_QUEUE,
     MAINTENANCE_QUEUE,
     RELAY_TASK,
     REQUESTS_QUEUE,
@@ -81,6 +90,8 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.conf.update(_celery_config(cfg))
     _register_tasks(app, cfg)
     app.steps["consumer"].add(InboundConsumer)
+    if is_amqp(cfg.broker_url):
+        app.steps["consumer"].add(DeadLetterConsumer)
     return app
 
 
@@ -93,11 +104,12 @@ def _celery_config(cfg: Settings) -> dict[str, Any]:
         # With late ack, each child holds few unacked messages: a dead worker strands at most
         # concurrency x 4 messages until the visibility timeout; 4 keeps the pipe full.
         "worker_prefetch_multiplier": 4,
-        # Redis redelivers unacked messages after this; it must exceed the longest retry delay.
-        "broker_transport_options": _transport_options(cfg.visibility_timeout),
-        # kombu's Redis transport, minus a crash on a broker restart (see adapters.broker).
-        "broker_transport": transport_for(cfg.broker_url),
+        **_broker_config(cfg),
         "broker_connection_retry_on_startup": True,
+        # On a lost broker connection, tasks already running finish (their ack fails and the
+        # broker redelivers them, to be deduplicated by request_id) instead of being killed
+        # mid-write; chosen here because Celery 6 changes the default to cancelling them.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_serializer": "json",
         "accept_content": ["json"],
         "task_ignore_result": True,
@@ -123,16 +135,21 @@ def _celery_config(cfg: Settings) -> dict[str, Any]:
     }
 
 
-def _transport_options(visibility_timeout: int) -> dict[str, int]:
-    # kombu looks for the unacked messages of dead workers only every interval x throttle
-    # seconds (10 x 10 by default): with a short visibility timeout a killed worker's messages
-    # would wait ~100 s. Sweep every quarter timeout (1-10 s), on every tick, and let a mutex
-    # left by a sweeper killed mid-sweep expire with the timeout instead of after 5 minutes.
+def _broker_config(cfg: Settings) -> dict[str, Any]:
+    if is_amqp(cfg.broker_url):
+        return {
+            "task_queues": task_queues(
+                (REQUESTS_QUEUE, MAINTENANCE_QUEUE), cfg.delivery_limit, DEAD_LETTER_QUEUE
+            ),
+            # Every publish (intake, retries, beat) waits for the broker's confirm: a task
+            # the broker did not take raises at the sender instead of vanishing.
+            "broker_transport_options": {"confirm_publish": True},
+        }
     return {
-        "visibility_timeout": visibility_timeout,
-        "unacked_restore_interval": max(1, min(10, visibility_timeout // 4)),
-        "unacked_restore_throttle": 1,
-        "unacked_mutex_expire": min(300, visibility_timeout),
+        # Redis redelivers unacked messages after this; it must exceed the longest retry delay.
+        "broker_transport_options": redelivery_options(cfg.visibility_timeout),
+        # kombu's Redis transport, minus a crash on a broker restart (see adapters.broker).
+        "broker_transport": transport_for(cfg.broker_url),
     }
 
 
@@ -207,7 +224,18 @@ def _retry_or_dead_letter(task: Task, exc: TransientError, request: object, cfg:
     retries = int(task.request.retries)
     if retries < cfg.task_max_retries:
         log.warning("transient error, retrying", extra={"attempt": retries + 1})
-        raise task.retry(exc=exc, countdown=backoff(retries, cfg.retry_backoff_max))
+        try:
+            # At least a second: on RabbitMQ a countdown goes to the broker's delayed
+            # delivery, which counts in whole seconds and refuses less than one.
+            delay = max(1.0, backoff(retries, cfg.retry_backoff_max))
+            raise task.retry(exc=exc, countdown=delay)
+        except Reject as refused:
+            # Celery turns a retry it could not publish (broker away, publish refused) into
+            # a reject WITHOUT requeue, and the broker drops the task. Hand it back instead:
+            # it comes again, and on RabbitMQ the delivery limit dead-letters it into
+            # timebok.dlq (timebok dlq) should that repeat.
+            log.warning("retry not published, task requeued: %s", str(refused.reason)[:300])
+            raise Reject(refused.reason, requeue=True) from None
     from worker.adapters.store.db import add_dead_letter
 
     with deps().store.transaction() as s:
@@ -274,19 +302,20 @@ class InboundConsumer(bootsteps.ConsumerStep):
         self._dispatch(key, message)
 
     def _dispatch(self, key: object, message: Message) -> None:
-        self.pool.apply_async(
-            handle_inbound,
-            args=(_raw_body(message), dict(message.headers or {})),
-            callback=partial(self._settle, key, message),
-            error_callback=partial(self._lost, key, message),
-        )
+        try:
+            self.pool.apply_async(
+                handle_inbound,
+                args=(_raw_body(message), dict(message.headers or {})),
+                callback=partial(self._settle, key, message),
+                error_callback=partial(self._lost, key, message),
+            )
+        except Exception as exc:  # the pool is restarting (after a reconnect): not now
+            log.warning("inbound message requeued, pool not ready: %r", exc)
+            self._lost(key, message, exc)
 
     def _settle(self, key: object, message: Message, stored: bool) -> None:
         try:
-            if stored:
-                message.ack()
-            else:
-                message.requeue()
+            _settle_message(message, ack=stored)
         finally:
             self._next(key)
 
@@ -295,7 +324,7 @@ class InboundConsumer(bootsteps.ConsumerStep):
         # message goes back to the queue; a redelivery is deduplicated by MsgId.
         log.warning("inbound message requeued: %s", getattr(einfo, "exception", einfo))
         try:
-            message.requeue()
+            _settle_message(message, ack=False)
         finally:
             self._next(key)
 
@@ -305,6 +334,66 @@ class InboundConsumer(bootsteps.ConsumerStep):
             self._dispatch(key, waiting.pop(0))
         else:
             self.busy.pop(key, None)
+
+
+class DeadLetterConsumer(bootsteps.ConsumerStep):
+    """Moves tasks RabbitMQ dead-lettered into timebok.dlq to the dead-letter store.
+
+    There `timebok dlq list / show / replay` see them like any other dead letter. Each is
+    stored by a pool process and acked after the commit, or requeued (after a pause) when
+    the store is unavailable.
+    """
+
+    def start(self, c: Any) -> None:
+        """Remember the worker's pool, then start consuming."""
+        self.pool = c.pool
+        super().start(c)
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        """One consumer on timebok.dlq (declared here: it must exist before a dead letter)."""
+        queue = dead_letter_queue(DEAD_LETTER_QUEUE)
+        return [Consumer(channel, queues=[queue], on_message=self.on_message, prefetch_count=4)]
+
+    def on_message(self, message: Message) -> None:
+        """Hand the dead task to a pool process; ack once stored."""
+        headers = dict(message.headers or {})
+        try:
+            args = message.decode()[0]
+        except Exception:  # not a Celery task body: keep what there is
+            args = [_raw_body(message).decode("utf-8", "replace")]
+        try:
+            self.pool.apply_async(
+                store_dead_task,
+                args=(str(headers.get("task") or ""), list(args), _death(headers)),
+                callback=lambda stored: _settle_message(message, ack=stored),
+                error_callback=lambda _einfo: _settle_message(message, ack=False),
+            )
+        except Exception as exc:  # the pool is restarting (after a reconnect): not now
+            log.warning("dead-lettered task requeued, pool not ready: %r", exc)
+            _settle_message(message, ack=False)
+
+
+def _death(headers: dict[str, Any]) -> dict[str, str]:
+    """Why and where from RabbitMQ dead-lettered a message (its first x-death entry)."""
+    deaths = headers.get("x-death") or [{}]
+    first = deaths[0] if isinstance(deaths, list) and deaths else {}
+    return {
+        "reason": str(headers.get("x-first-death-reason") or first.get("reason") or "-"),
+        "queue": str(headers.get("x-first-death-queue") or first.get("queue") or "-"),
+    }
+
+
+def store_dead_task(name: str, args: list[Any], death: dict[str, str]) -> bool:
+    """In a pool process: keep one dead-lettered task; True to ack it, False to requeue it."""
+    from worker.flows.dlq import record_dead_task
+
+    try:
+        record_dead_task(deps(), name, args, death)
+    except TransientError:
+        log.warning("dead-lettered task requeued: store unavailable")
+        time.sleep(1.0)  # timebok.dlq has no delivery limit: do not spin while the store is down
+        return False
+    return True
 
 
 class EpjBrokerConsumer(ConsumerMixin):
@@ -413,6 +502,18 @@ class BusConsumer:
         if self.thread is not None:
             self.thread.join(timeout=10)
         self.pool.shutdown(wait=True, cancel_futures=False)
+
+
+def _settle_message(message: Message, *, ack: bool) -> None:
+    """Ack, or requeue; on a channel whose connection is gone, leave it to the broker.
+
+    The broker puts every unacked message of a closed connection back on its queue (Redis:
+    after the visibility timeout), so there is nothing left to do, and nothing to fail on.
+    """
+    try:
+        message.ack() if ack else message.requeue()
+    except Exception as exc:
+        log.warning("message left to the broker to redeliver: %r", exc)
 
 
 def _copy_key(message: Message) -> object:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from worker.errors import NotFound
 from worker.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -15,8 +16,9 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `timebok` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_verb(given))
+    args = parser.parse_args(given)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -27,15 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, settings)
+    except NotFound as exc:
+        return _fail(args, str(exc), 1)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:
-        # Only a handler that imported the views can raise their NotFound (kept lazy: a
-        # lookup never loads the database layer).
-        views = sys.modules.get("worker.flows.views")
-        if views is not None and isinstance(exc, views.NotFound):
-            return _fail(args, str(exc), 1)
-        raise
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
@@ -46,8 +43,14 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
     return code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """All verbs with their help texts."""
+def _verb(argv: list[str]) -> str | None:
+    """The verb asked for (the first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """All verbs with their help texts; `verb`: the one being run (its options are built
+    only then where that costs imports, as `epj-sim`'s do)."""
     parser = argparse.ArgumentParser(
         prog="timebok",
         description="Appointment booking between the patient portal and clinic EPJ systems. "
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
     from worker.entrypoints import commands
 
-    commands.register(sub)
+    commands.register(sub, verb)
     return parser
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from worker.adapters.store.db import get_dead_letter, get_message, utcnow
+from worker.adapters.store.db import add_dead_letter, get_dead_letter, get_message, utcnow
 from worker.adapters.store.tables import DeadLetterRow
 from worker.bootstrap import Deps
+from worker.constants import SUBMIT_TASK
 from worker.flows.views import NotFound
+
+log = logging.getLogger("timebok.dlq")
 
 
 def replay(deps: Deps, dl_id: int) -> dict[str, Any]:
@@ -84,6 +88,32 @@ def _run(deps: Deps, kind: str, payload: bytes, headers: dict[str, Any], source:
         data = payload.decode("utf-8", "replace")
     result = submit(deps, data)
     return f"booking {result.booking_id} {result.state}"
+
+
+def record_dead_task(deps: Deps, name: str, args: list[Any], death: dict[str, str]) -> None:
+    """Keep a task RabbitMQ dead-lettered (over the delivery limit) as a dead letter.
+
+    A booking request becomes a `task` dead letter whose replay runs the intake again. A
+    housekeeping task is dropped: beat sends the next one on its own schedule, and one that
+    merely expired (workers were away) is not a failure.
+    """
+    if name != SUBMIT_TASK:
+        log.warning("dead-lettered housekeeping task dropped", extra={"task": name, **death})
+        return
+    request = args[0] if args else None
+    booking_id = request.get("request_id") if isinstance(request, dict) else None
+    limit = deps.settings.delivery_limit
+    with deps.store.transaction() as s:
+        add_dead_letter(
+            s,
+            kind="task",
+            reason=f"dead-lettered by the broker ({death['reason']}, limit {limit} redeliveries)",
+            source_queue=death["queue"],
+            payload=json.dumps(request, default=str).encode(),
+            booking_id=str(booking_id) if booking_id is not None else None,
+            attempts=limit + 1,
+        )
+    log.warning("dead-lettered task stored", extra={"booking_id": booking_id, **death})
 
 
 def purge(deps: Deps, older_than: timedelta) -> int:

@@ -129,7 +129,10 @@ def _receipt(deps: Deps, body: bytes, headers: dict[str, object], doc: AppRec) -
     with deps.store.transaction() as s:
         if get_message(s, doc.msg_id) is not None:
             return Received(doc.msg_id, "duplicate")
-        original = get_message(s, doc.original.msg_id)
+        # Lock order everywhere: outbox, then messages, then bookings (as the marks after a
+        # publish take them). The receipt updates the message it answers and its booking,
+        # so it locks the message first: locking the booking first deadlocked with marks.
+        original = get_message(s, doc.original.msg_id, lock=True)
         s.add(_inbound_row(doc.msg_id, "APPREC", body, doc.sender.her_id, original))
         _count_receipt(s, doc, original)
         if original is None or original.direction != "out":

@@ -12,12 +12,11 @@ from mappers.model import DialogMessage
 from worker.adapters.store import db as st
 from worker.adapters.store.tables import AppointmentRow, DeadLetterRow, MessageRow
 from worker.bootstrap import Deps
+from worker.errors import NotFound
 from worker.flows import inbox as inbox_store
 from worker.request import appointment_kind
 
-
-class NotFound(Exception):
-    """The thing asked for does not exist."""
+__all__ = ["NotFound"]  # raised here; defined with the other errors (the CLI catches it)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -169,7 +169,12 @@ class ClinicCalendar:
         if (start is not None and start != slot.start) or (end is not None and end != slot.end):
             raise SlotMismatch(f"slot {slot_id} is {slot.start.isoformat()}-{slot.end.isoformat()}")
         with self._lock:
-            if slot_id in self._state.taken:
+            held = self._state.taken.get(slot_id)
+            if held is not None and patient is not None and held.patient == patient:
+                # The same patient's request again (a resend with its MsgId, a redelivery):
+                # the same reservation, answered the same way, never a Svar 06 to itself.
+                return slot
+            if held is not None:
                 raise SlotTaken(f"slot {slot_id} is already reserved")
             self._state.taken[slot_id] = Booking(slot, patient, appointment_uid)
             if appointment_uid is not None:

@@ -7,6 +7,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -43,6 +44,7 @@ from mappers.model import (
     Request,
 )
 from worker import fnr as fnrs
+from worker.adapters.broker import redelivery_options
 from worker.adapters.registry import Clinic
 from worker.adapters.transports import kombu as epj
 from worker.adapters.transports.base import BusRefusal
@@ -111,6 +113,8 @@ class _Outgoing:
     item: epj.Envelope
     line: str
     copies: int = 1
+    # Acks the message this answers: called once every copy is published, never before.
+    settle: Callable[[], None] | None = None
 
 
 class Simulator:
@@ -138,7 +142,7 @@ class Simulator:
         self.policies = dict(read_policies(config.registry_file) if policies is None else policies)
         self.delay = max(0.0, delay)
         self.drop_apprec_rate, self.duplicate_rate = drop_apprec_rate, duplicate_rate
-        self.rng = random.Random(seed)  # noqa: S311 - reproducible simulation, not security
+        self.seed = seed  # with the MsgId, seeds each message's decision (see _rng_for)
         self.chaos = random.Random(None if seed is None else seed + 1)  # noqa: S311
         self.transport = transport or epj.KombuTransport(config.epj_url)
         self.echo, self.clock = echo, clock  # `echo` receives each line, FNRs already masked
@@ -194,7 +198,12 @@ class Simulator:
             self._consume_subscribed(stop, deadline, connected)
             return
         # kombu is unannotated, hence the ignores on its constructors.
-        conn = Connection(self.config.epj_url)  # type: ignore[no-untyped-call]
+        url = self.config.epj_url
+        # On Redis, what a killed simulator held unacked comes back after the visibility
+        # timeout (the worker's setting), like the worker's own messages.
+        visibility = int(getattr(self.config, "visibility_timeout", 3600))
+        options = redelivery_options(visibility) if url.startswith("redis") else {}
+        conn = Connection(url, transport_options=options)  # type: ignore[no-untyped-call]
         errors = (OperationalError, OSError, *conn.connection_errors)
         try:
             with conn, self._consumers(conn):
@@ -261,7 +270,8 @@ class Simulator:
         body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
         headers = {str(k): str(v) for k, v in (message.headers or {}).items()}
         try:
-            self.handle(her_id, body, headers)
+            if self.handle(her_id, body, headers, settle=message.ack):
+                return  # acked by flush_due once its reply is out (see _Outgoing.settle)
         except EpjUnavailable as exc:
             self._say(f"{her_id}: cannot publish ({exc}); message requeued")
             message.requeue()
@@ -308,21 +318,32 @@ class Simulator:
 
     # -- handling -------------------------------------------------------------------------
 
-    def handle(self, her_id: str, body: bytes, headers: Mapping[str, str]) -> None:
-        """Answer one raw document that arrived on a clinic's queue (AppRec, then the reply)."""
+    def handle(
+        self,
+        her_id: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        settle: Callable[[], None] | None = None,
+    ) -> bool:
+        """Answer one raw document that arrived on a clinic's queue (AppRec, then the reply).
+
+        Returns True when a reply was scheduled and `settle` (the message's ack) left to run
+        once it is published: a simulator killed before that gets the message again, as an
+        EPJ that keeps what it received would, and answers it with the same MsgIds.
+        """
         self.stats["handled"] += 1
         clinic = self._clinic(her_id)
         try:
             doc = incoming.parse_any(body)
         except MapperError as exc:
             self._refuse(clinic, body, headers, exc)
-            return
+            return False
         if isinstance(doc, AppRec):
             self.stats["apprec_in"] += 1
             status = doc.status.name
             self._say(f"{her_id} <- AppRec {status} for {doc.original.msg_id}")
-            return
-        self._accept(clinic, doc)
+            return False
+        return self._accept(clinic, doc, settle)
 
     def _refuse(
         self, clinic: Party, body: bytes, headers: Mapping[str, str], exc: MapperError
@@ -347,51 +368,57 @@ class Simulator:
             return self._portal()
         return Party(her_id, "Ukjent avsender")
 
-    def _accept(self, clinic: Party, msg: DialogMessage) -> None:
+    def _accept(self, clinic: Party, msg: DialogMessage, settle: Callable[[], None] | None) -> bool:
         """AppRec OK at once, then the business reply after the delay."""
         env = msg.envelope
         self.stats["business_in"] += 1
         if env.receiver.unit is not None:
             clinic = replace(clinic, unit=env.receiver.unit)
-        rec = receipt_ok(msg, clinic, self.clock())
+        rec = replace(receipt_ok(msg, clinic, self.clock()), msg_id=_answer_id(env, "apprec"))
         function = incoming.function_of(msg)
         what = f"{clinic.her_id} <- {function} {_short(env.msg_id)} {_who(env.patient)}"
         what += _wanted(msg.request)
         opener = env.conversation.ref_to_conversation if env.conversation else env.msg_id
         self._send_receipt(rec, what, conversation=opener)
-        self._reply(clinic, msg)
+        return self._reply(clinic, msg, settle)
 
-    def _reply(self, clinic: Party, msg: DialogMessage) -> None:
+    def _reply(self, clinic: Party, msg: DialogMessage, settle: Callable[[], None] | None) -> bool:
         offered = self._offered(clinic.her_id, msg.envelope.process)
         decision = decide(
             msg,
             clinic,
             policy=self.policy_for(clinic.her_id),
-            rng=self.rng,
+            rng=self._rng_for(msg.envelope),
             now=self.clock(),
             offered=offered,
         )
         if decision is None:
-            return
+            return False
         request = msg.request
         if request is not None and request.code is RequestCode.RESERVE:
             decision = self.desk.reserve(clinic.her_id, msg, decision)
         elif request is not None and request.code is RequestCode.CANCEL:
             self.desk.cancelled(clinic.her_id, msg)
-        reply = reply_message(msg, clinic, decision, msg_id=new_uid(), now=self.clock())
+        msg_id = _answer_id(msg.envelope, "reply")
+        reply = reply_message(msg, clinic, decision, msg_id=msg_id, now=self.clock())
         try:
             item = _dialog_item(reply)
         except MapperError as exc:
             self.stats["errors"] += 1
             self._say(f"{clinic.her_id}: cannot build {reply_function(msg)}: {exc}")
-            return
+            return False
         copies = 2 if self._chance(self.duplicate_rate) else 1
         line = (
             f"{clinic.her_id} -> {reply.envelope.receiver.her_id} {reply_function(msg)} "
             f"{decision.code} {REPLY_NAMES[decision.code]} {_short(reply.envelope.msg_id)}"
             f"{' (x2)' if copies == 2 else ''}"
         )
-        self._schedule(_Outgoing(item, line, copies), self.delay)
+        self._schedule(_Outgoing(item, line, copies, settle), self.delay)
+        return settle is not None
+
+    def _rng_for(self, env: Envelope) -> random.Random:
+        """The same decision for every delivery of one message (seeded by seed and MsgId)."""
+        return random.Random(f"{self.seed}:{env.msg_id}")  # noqa: S311
 
     def _offered(self, her_id: str, process: Process) -> bool:
         found = self.registry.clinic(her_id)
@@ -434,8 +461,18 @@ class Simulator:
                 break
             self.stats["replies_out"] += 1
             self._say(out.line)
+            self._settle(out)
             sent += 1
         return sent
+
+    def _settle(self, out: _Outgoing) -> None:
+        """Ack the message a published reply answers."""
+        if out.settle is None:
+            return
+        try:
+            out.settle()
+        except Exception as exc:  # its channel died meanwhile: it comes back, same answers
+            self._say(f"cannot ack an answered message ({exc!r}); it will be answered again")
 
     @property
     def pending(self) -> int:
@@ -596,6 +633,14 @@ def _as_practitioner(value: Practitioner | str | None) -> Practitioner | None:
 def _avtale_text(what: str) -> str:
     texts = {"new": "Ny timeavtale", "changed": "Endret timeavtale", "cancelled": "Avlyst time"}
     return texts.get(what, "Timeavtale")
+
+
+_ANSWERS = uuid.UUID("5d0c4b7e-3f1a-4c59-9a57-2b8e6f0d1c43")
+
+
+def _answer_id(env: Envelope, kind: str) -> str:
+    """The MsgId of our answer (`apprec`, `reply`) to a message: the same on every delivery."""
+    return str(uuid.uuid5(_ANSWERS, f"{env.sender.her_id}:{env.msg_id}:{kind}"))
 
 
 def _who(patient: Person | None) -> str:

@@ -328,14 +328,18 @@ def bookings_by_state(s: Session) -> dict[str, int]:
 # -- messages and outbox ------------------------------------------------------------------
 
 
-def get_message(s: Session, msg_id: str) -> MessageRow | None:
-    """The stored message with this MsgId (remembered for the session once found)."""
+def get_message(s: Session, msg_id: str, *, lock: bool = False) -> MessageRow | None:
+    """The stored message with this MsgId (remembered for the session once found),
+    optionally locked FOR UPDATE."""
     # One inbound message looks up the message it answers more than once (metrics, then
     # correlation); MsgIds never change and rows are never deleted, so a hit stays valid.
     found: dict[str, MessageRow] = s.info.setdefault("timebok.messages", {})
-    row = found.get(msg_id)
+    row = None if lock else found.get(msg_id)
     if row is None:
-        row = s.scalars(select(MessageRow).where(MessageRow.msg_id == msg_id)).first()
+        stmt = select(MessageRow).where(MessageRow.msg_id == msg_id)
+        if lock:
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        row = s.scalars(stmt).first()
         if row is not None:
             found[msg_id] = row
     return row

@@ -15,6 +15,10 @@ row); on PostgreSQL one statement, elsewhere up to four. Two ways to use them (w
   commit. The UPDATE takes the row locks first, so parallel relays never both publish a
   row, and a failed publish rolls the marks back.
 
+Row locks are taken in one order everywhere: outbox rows, then messages, then bookings
+(the order of these statements), and within a batch by outbox id. A handler that changes a
+message and its booking (an AppRec in, worker.flows.inbound) locks the message first.
+
 On PostgreSQL the statements go straight to the driver as plain SQL (psycopg prepares them
 after a few runs): building and compiling a Core statement per message cost more CPU than
 the database spends running it. The integration tests run both paths on both databases.
@@ -269,6 +273,7 @@ def claim_published(conn: Connection, marks: Sequence[Mark]) -> dict[int, Claime
     Returns what was marked, by outbox id; a row missing from the answer had been marked
     by somebody else (its lease ran out and a relay published it too).
     """
+    marks = sorted(marks, key=lambda m: m.outbox_id)  # rows locked in one order (see above)
     if conn.dialect.name != "postgresql":
         claimed = {m.outbox_id: claim(conn, m.outbox_id, m.at, m.deadline) for m in marks}
         return {oid: c for oid, c in claimed.items() if c.row}

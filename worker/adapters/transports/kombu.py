@@ -16,7 +16,7 @@ from kombu.exceptions import KombuError, OperationalError
 from kombu.message import Message
 from kombu.messaging import Producer
 
-from worker.adapters.broker import publish_transport_for
+from worker.adapters.broker import is_amqp, publish_transport_for
 from worker.adapters.transports.base import (
     Delivery,
     Envelope,
@@ -72,7 +72,13 @@ class KombuTransport:
                 self.url,
                 transport=publish_transport_for(self.url),
                 # One connection attempt per publish attempt: publish() does the retrying.
-                transport_options={"visibility_timeout": 3600, "max_retries": 0},
+                # On RabbitMQ each publish waits for the broker's confirm (persisted), so a
+                # message (booking or receipt) is marked published only once the broker has it.
+                transport_options={
+                    "visibility_timeout": 3600,
+                    "max_retries": 0,
+                    "confirm_publish": is_amqp(self.url),
+                },
             )
         return self._conn
 
