@@ -340,6 +340,16 @@ def test_a_taken_slot_disappears_and_cannot_be_taken_again() -> None:
         clinic.take(slot.id, now=NOW)
 
 
+def test_the_same_patient_taking_a_slot_again_keeps_the_reservation() -> None:
+    """A resend of one ReserverAvtale (same MsgId) must not be answered Svar 06 to itself."""
+    clinic = calendar()
+    slot = clinic.free_slots(two_weeks(), now=NOW)[0]
+    clinic.take(slot.id, now=NOW, patient="13116900216")
+    assert clinic.take(slot.id, now=NOW, patient="13116900216") == slot
+    with pytest.raises(SlotTaken):
+        clinic.take(slot.id, now=NOW, patient="01017012345")
+
+
 def test_a_slot_listed_by_another_process_can_be_taken() -> None:
     slot = calendar().free_slots(two_weeks(), now=NOW)[5]
     fresh = calendar()  # the same seed: a simulator restarted, or one that never listed it
