@@ -234,14 +234,15 @@ class ReplyRouter:
 
     def ask(self, item: Envelope, timeout: float) -> Delivery | None:
         """Publish `item` with reply-to our queue and wait for its answer (None: none came)."""
+        deadline = time.monotonic() + timeout  # the caller's whole wait, setting up included
         correlation = item.correlation_id or item.headers["msgId"]
         future: Future[Delivery] = Future()
         with self._lock:
             self._waiting[correlation] = future
-        self._ensure()
+        self._ensure(min(5.0, timeout))
         try:
             self.transport.publish(replace(item, reply_to=self.queue, correlation_id=correlation))
-            return future.result(timeout)
+            return future.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             return None
         finally:
@@ -255,7 +256,7 @@ class ReplyRouter:
         with self._lock:
             return len(self._waiting)
 
-    def _ensure(self) -> None:
+    def _ensure(self, wait: float = 5.0) -> None:
         """Start the consumer thread (again in a forked child, which has none)."""
         with self._lock:
             alive = self._thread is not None and self._thread.is_alive()
@@ -267,7 +268,7 @@ class ReplyRouter:
                 target=self._run, name=f"timebok-replies-{self.queue}", daemon=True
             )
             self._thread.start()
-        self._ready.wait(5.0)  # an answer may come fast; it waits on the queue otherwise
+        self._ready.wait(wait)  # an answer may come fast; it waits on the queue otherwise
 
     def _run(self) -> None:
         while True:
