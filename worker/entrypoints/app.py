@@ -225,9 +225,10 @@ def _retry_or_dead_letter(task: Task, exc: TransientError, request: object, cfg:
     if retries < cfg.task_max_retries:
         log.warning("transient error, retrying", extra={"attempt": retries + 1})
         try:
-            # At least a second: on RabbitMQ a countdown goes to the broker's delayed
+            # On RabbitMQ at least a second: a countdown goes to the broker's delayed
             # delivery, which counts in whole seconds and refuses less than one.
-            delay = max(1.0, backoff(retries, cfg.retry_backoff_max))
+            floor = 1.0 if is_amqp(cfg.broker_url) else 0.0
+            delay = max(floor, backoff(retries, cfg.retry_backoff_max))
             raise task.retry(exc=exc, countdown=delay)
         except Reject as refused:
             # Celery turns a retry it could not publish (broker away, publish refused) into
