@@ -1,6 +1,6 @@
 """Servers of a test's own: a RabbitMQ vhost (and user) on the shared node, a RabbitMQ node, a
 PostgreSQL database, a PostgreSQL cluster. Each is removed afterwards; nothing here disturbs
-another engineer's runs on the shared servers."""
+other test runs on the shared servers."""
 
 from __future__ import annotations
 
