@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,11 +24,12 @@ from mappers.codes import AppRecStatus
 from mappers.model import DialogMessage
 from tests.conftest import PG_URL
 from tests.support import apprec_for, request
-from worker.adapters.store.db import make_engine
+from worker.adapters.store.db import get_message, make_engine
 from worker.adapters.store.migrate import upgrade
 from worker.adapters.store.outbox import Claimed, Mark
 from worker.adapters.transports.kombu import transport_headers
 from worker.bootstrap import Deps, bootstrap
+from worker.flows import timeouts
 from worker.flows.inbound import receive
 from worker.flows.outbound import submit
 from worker.flows.relay import write_marks
@@ -178,3 +181,57 @@ def _race(
     for t in threads:
         t.join(120)
     return errors
+
+
+@pytest.mark.timeout(120)
+def test_a_resend_does_not_wait_for_a_handler_holding_its_message(
+    database: str, redis_url: str
+) -> None:
+    """The resend pass locks overdue bookings, then puts their message in the outbox again;
+    the new outbox row's foreign key takes a KEY SHARE lock on the message. An AppRec
+    handler locks that message, then its booking. Were the message lock FOR UPDATE, the
+    resend would wait for the handler while the handler waited for the booking the resend
+    holds: a deadlock (seen in a chaos run). With FOR NO KEY UPDATE the resend goes through
+    while the handler holds the message."""
+    settings = Settings(
+        broker_url=redis_url, epj_broker_url="memory://", database_url=database, max_resends=3
+    )
+    deps, handler = bootstrap(settings), bootstrap(settings)
+    try:
+        submit(deps, request(patient_n=1))
+        with deps.store.engine.begin() as conn:  # sent an hour ago, no AppRec since
+            conn.execute(
+                text("UPDATE bookings SET state = 'SENT', deadline_at = :t"), {"t": _ago()}
+            )
+            msg_id = conn.execute(
+                text("SELECT msg_id FROM messages WHERE direction = 'out'")
+            ).scalar_one()
+        resent: list[int] = []
+        with handler.store.transaction() as s:
+            assert get_message(s, msg_id, lock=True) is not None  # the handler holds it
+            worker = threading.Thread(target=lambda: resent.append(timeouts.check(deps)))
+            worker.start()
+            # The resend's own transaction commits while the handler holds the message (the
+            # relay that publishes it afterwards marks the message, and waits its turn).
+            queued = _outbox_rows_within(deps, 2, seconds=20)
+        worker.join(60)
+    finally:
+        for d in (deps, handler):
+            d.store.dispose()
+    assert queued == 2, "the resend waited for the lock on its message"
+    assert resent == [1]
+
+
+def _ago() -> datetime:
+    return datetime.now(UTC) - timedelta(hours=1)
+
+
+def _outbox_rows_within(deps: Deps, want: int, *, seconds: float) -> int:
+    """The outbox rows once there are `want` of them, or as many as there are after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with deps.store.engine.connect() as conn:
+            have = int(conn.execute(text("SELECT count(*) FROM outbox")).scalar_one())
+        if have >= want or time.monotonic() > deadline:
+            return have
+        time.sleep(0.1)

@@ -302,7 +302,7 @@ def correlate(s: Session, doc: DialogMessage) -> BookingRow | None:
             )
         )
         .order_by(BookingRow.created_at.desc())
-        .with_for_update()
+        .with_for_update(key_share=True)
     )
     return s.scalars(stmt).first()
 

@@ -40,7 +40,7 @@ def _overdue(s: Session, now: datetime) -> list[BookingRow]:
         .where(BookingRow.deadline_at.is_not(None), BookingRow.deadline_at < now)
         .order_by(BookingRow.deadline_at)
         .limit(BATCH)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, key_share=True)
     )
     return list(s.scalars(stmt))
 

@@ -225,13 +225,13 @@ class Store:
 
 
 def get_booking(s: Session, booking_id: str, *, lock: bool = False) -> BookingRow | None:
-    """The booking row with this id (optionally locked FOR UPDATE)."""
+    """The booking row with this id (optionally locked, FOR NO KEY UPDATE)."""
     held = held_booking(s, booking_id)
     if held is not None:  # read and locked in this unit of work already
         return held
     stmt = select(BookingRow).where(BookingRow.id == booking_id)
     if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+        stmt = stmt.with_for_update(key_share=True).execution_options(populate_existing=True)
     return s.scalars(stmt).first()
 
 
@@ -330,7 +330,7 @@ def bookings_by_state(s: Session) -> dict[str, int]:
 
 def get_message(s: Session, msg_id: str, *, lock: bool = False) -> MessageRow | None:
     """The stored message with this MsgId (remembered for the session once found),
-    optionally locked FOR UPDATE."""
+    optionally locked (FOR NO KEY UPDATE: see worker.adapters.store.outbox)."""
     # One inbound message looks up the message it answers more than once (metrics, then
     # correlation); MsgIds never change and rows are never deleted, so a hit stays valid.
     found: dict[str, MessageRow] = s.info.setdefault("timebok.messages", {})
@@ -338,7 +338,7 @@ def get_message(s: Session, msg_id: str, *, lock: bool = False) -> MessageRow | 
     if row is None:
         stmt = select(MessageRow).where(MessageRow.msg_id == msg_id)
         if lock:
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
+            stmt = stmt.with_for_update(key_share=True).execution_options(populate_existing=True)
         row = s.scalars(stmt).first()
         if row is not None:
             found[msg_id] = row
@@ -511,13 +511,13 @@ _BOOKING_BY_MESSAGE_PG = " ".join(
         "SELECT m.direction, m.sent_at,",
         ", ".join(f"b.{c}" for c in _BOOKING_COLUMNS),
         "FROM bookings b JOIN messages m ON m.booking_id = b.id",
-        "WHERE m.msg_id = %(msg_id)s FOR UPDATE OF b",
+        "WHERE m.msg_id = %(msg_id)s FOR NO KEY UPDATE OF b",
     )
 )
 
 
 def booking_by_message(s: Session, msg_id: str) -> BookingRow | None:
-    """The booking a stored message belongs to, locked FOR UPDATE, in one query.
+    """The booking a stored message belongs to, locked (FOR NO KEY UPDATE), in one query.
 
     The message's direction and send time are remembered for the session (`sent_info`);
     the message itself (with its document) is not loaded. The row is read with plain SQL

@@ -18,6 +18,11 @@ row); on PostgreSQL one statement, elsewhere up to four. Two ways to use them (w
 Row locks are taken in one order everywhere: outbox rows, then messages, then bookings
 (the order of these statements), and within a batch by outbox id. A handler that changes a
 message and its booking (an AppRec in, worker.flows.inbound) locks the message first.
+Explicit row locks are FOR NO KEY UPDATE, never FOR UPDATE: inserting a row that references
+a locked one (an outbox row for a message, a message for a booking) takes a KEY SHARE lock on
+it, which FOR UPDATE would block. A resend (bookings locked, then a new outbox row for their
+message) would then wait on an AppRec handler holding that message while it waits for the
+booking: a deadlock in the other order. FOR NO KEY UPDATE still excludes every other locker.
 
 On PostgreSQL the statements go straight to the driver as plain SQL (psycopg prepares them
 after a few runs): building and compiling a Core statement per message cost more CPU than
