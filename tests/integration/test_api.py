@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,40 +34,6 @@ NOT_RESERVING = "8090010"  # no timereservasjon
 PROBLEM = "application/problem+json"
 # Patients of this module (numbers apart from other modules' to keep views readable).
 ALICE, BOB, PARENT, CHILD = fnr(301), fnr(302), fnr(303), fnr(304)
-
-
-@pytest.fixture(scope="module")
-def sim(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The simulator playing CLINIC, answering at once, confirming what it can."""
-    log = Path(tmp_path_factory.mktemp("sim")) / "sim.log"
-    out = log.open("ab")
-    cmd = [sys.executable, "-m", "worker.entrypoints.cli", "epj-sim", "--clinic", CLINIC]
-    proc = subprocess.Popen(
-        [*cmd, "--delay", "0", "--seed", "16"],
-        env=stack.env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    wait_for(lambda: b"consuming" in log.read_bytes(), 60, 0.1, "simulator consuming")
-    try:
-        yield log
-    finally:
-        proc.terminate()
-        proc.wait(15)
-        out.close()
-
-
-@pytest.fixture(scope="module")
-def api(stack: Stack, sim: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
-    """`timebok api` on the stack's database and brokers (lookups time out after 2 s)."""
-    log = Path(tmp_path_factory.mktemp("api")) / "api.log"
-    env = {**stack.env, "TIMEBOK_SYNC_TIMEOUT": "2", "TIMEBOK_LOOKUP_CACHE_TTL": "0"}
-    server = ApiProcess(env, log).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _is_problem(resp: httpx.Response, status: int) -> dict[str, Any]:
