@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from sqlalchemy import func, select
 from tests.api_server import OTHER_TOKEN, TOKEN, ApiProcess
 from tests.conftest import ROOT, wait_for
 from tests.integration.conftest import Stack
+from tests.servers import free_port
 from tests.support import fnr, request
 from worker import texts
 from worker.adapters.store.tables import BookingRow, MessageRow, NotificationRow
@@ -591,3 +593,24 @@ def test_metrics_count_requests_by_route_template_and_status(api: ApiProcess) ->
         r'timebok_api_requests_total\{method="GET",route="/v1/clinics",status="401"\} [1-9]', text
     )
     assert 'timebok_api_request_seconds_bucket{le="0.005",method="GET",route="/v1/inbox"}' in text
+
+
+def test_health_is_503_when_a_broker_is_unreachable(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    env = {
+        **stack.env,
+        "TIMEBOK_BROKER_URL": dead,
+        "TIMEBOK_EPJ_BROKER_URL": stack.settings.epj_url,
+    }
+    server = ApiProcess(env, Path(tmp_path_factory.mktemp("api-dead")) / "api.log").start()
+    try:
+        resp = httpx.get(f"{server.url}/healthz", timeout=60)
+    finally:
+        server.stop()
+    assert resp.status_code == 503
+    assert resp.json() == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "broker": "unavailable", "epj_broker": "ok"},
+    }
