@@ -368,6 +368,20 @@ def test_a_representative_books_as_the_requester(stack: Stack, api: ApiProcess) 
         _is_problem(c.get(f"/v1/bookings/{req['request_id']}"), 404)
 
 
+def test_another_citizens_request_id_is_409_and_tells_nothing(
+    stack: Stack, api: ApiProcess
+) -> None:
+    theirs = request("wish", patient_n=301)
+    with api.client(fnr=ALICE) as c:
+        assert c.post("/v1/bookings", json=theirs).status_code == 202
+    mine = request("wish", patient_n=302, request_id=theirs["request_id"])
+    with api.client(fnr=BOB) as c:
+        body = _is_problem(c.post("/v1/bookings", json=mine), 409)
+    assert set(body) == {"type", "title", "status", "detail", "instance"}
+    assert _count(stack, BookingRow, id=theirs["request_id"]) == 1
+    assert _count(stack, BookingRow, patient_fnr=BOB, id=theirs["request_id"]) == 0
+
+
 def _worker_saw_duplicate(stack: Stack, booking_id: str) -> bool:
     for line in stack.worker.log.read_text(encoding="utf-8", errors="replace").splitlines():
         if "duplicate request suppressed" in line and booking_id in line:
