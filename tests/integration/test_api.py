@@ -498,6 +498,8 @@ def test_free_slots_errors(stack: Stack, api: ApiProcess) -> None:
         _is_problem(c.get(f"/v1/clinics/{CLINIC}/free-slots?unit=8090021"), 422)
         bad = {"from": "2027-01-10", "to": "2027-01-01"}
         _is_problem(c.get(f"/v1/clinics/{CLINIC}/free-slots", params=bad), 422)
+        end_of_time = {"from": "9999-12-25"}
+        _is_problem(c.get(f"/v1/clinics/{CLINIC}/free-slots", params=end_of_time), 422)
         _is_problem(c.get(f"/v1/clinics/{SILENT}/free-slots"), 504)
 
 
