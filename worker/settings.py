@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SAMPLE_REGISTRY = Path(__file__).resolve().parent / "sample" / "registry.toml"
@@ -75,6 +75,16 @@ class Settings(BaseSettings):
         default=None, description="Redis for the lookup cache; defaults to a redis:// broker_url"
     )
 
+    # The portal API (`timebok api`).
+    api_host: str = Field(default="127.0.0.1", description="address `timebok api` listens on")
+    api_port: int = Field(default=8080, gt=0, lt=65536, description="port `timebok api` listens on")
+    api_tokens: SecretStr = Field(
+        default=SecretStr(""), description="comma-separated bearer tokens the portals present"
+    )
+    api_max_body_bytes: int = Field(
+        default=64 * 1024, gt=0, description="largest request body the API reads (else 413)"
+    )
+
     # Keys and certificates of our own party (PEM files; the `nhn` transport only).
     signing_key: Path | None = Field(default=None, description="private key that signs (PEM)")
     signing_cert: Path | None = Field(default=None, description="its certificate, nonRepudiation")
@@ -110,6 +120,12 @@ class Settings(BaseSettings):
         if self.cache_url:
             return self.cache_url
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+    @property
+    def api_token_list(self) -> tuple[str, ...]:
+        """The configured bearer tokens (blanks dropped; none: every /v1 call is refused)."""
+        raw = self.api_tokens.get_secret_value()
+        return tuple(t.strip() for t in raw.split(",") if t.strip())
 
     @property
     def inbound_queue(self) -> str:
