@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         answers = list(pool.map(ask, asked))
     routers = [r.stats for per_queue in base._routers.values() for r in per_queue.values()]
     print(json.dumps({"answers": answers, "routers": routers}), flush=True)
-    deps.epj.close()
+    lookups.finish(deps)
     return 0
 
 

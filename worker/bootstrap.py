@@ -178,3 +178,10 @@ class LazyTransport:
         """Drop the connection, if one was made."""
         if self._real is not None:
             self._real.close()
+
+    def stop_replies(self) -> None:
+        """Stop the reply consumer of synchronous requests, if one was started."""
+        if self._real is not None:
+            from worker.adapters.transports.base import stop_replies
+
+            stop_replies(self._real)

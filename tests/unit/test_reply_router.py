@@ -34,7 +34,8 @@ class _Sub:
         return 1
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release; counted."""
+        self.mem.closed += 1
 
 
 class _Memory:
@@ -50,6 +51,7 @@ class _Memory:
         self.published: list[Envelope] = []
         self.settled: list[tuple[str, Outcome]] = []
         self.released = 0
+        self.closed = 0
         self.lock = threading.Lock()
 
     def publish(self, item: Envelope) -> None:
@@ -185,3 +187,14 @@ def test_without_a_working_handoff_a_stray_answer_is_released() -> None:
             break
         threading.Event().wait(0.05)
     assert mem.settled[0] == ("elsewhere", Outcome.RELEASE)
+
+
+def test_stopping_closes_the_consumer_and_a_later_request_starts_it_again() -> None:
+    mem = _Memory()
+    router = ReplyRouter(mem, "1_syncreply")  # type: ignore[arg-type]
+    assert _ask(router, 1) is not None
+    router.stop()
+    assert mem.closed == 1  # closed cleanly: what it held goes back to the queue
+    answer = _ask(router, 2)
+    assert answer is not None and answer.body == b"q2!"
+    assert mem.subscriptions == 2

@@ -280,7 +280,7 @@ def _lookup(args: argparse.Namespace, settings: Settings, ask: Any, text: Any) -
     except lookups.NoAnswer as exc:  # also busy, and an answer that cannot be read: retryable
         return _fail(args, str(exc), 3)
     finally:
-        deps.epj.close()
+        lookups.finish(deps)
     return 0
 
 

@@ -28,7 +28,13 @@ from mappers.errors import MapperError
 from mappers.model import Lookup, LookupAnswer, Party, Person, Practitioner, Slot, SlotQuery
 from worker import metrics
 from worker.adapters.registry import Clinic
-from worker.adapters.transports.base import BusRefusal, Delivery, Envelope, transport_headers
+from worker.adapters.transports.base import (
+    BusRefusal,
+    Delivery,
+    Envelope,
+    stop_replies,
+    transport_headers,
+)
 from worker.errors import EpjUnavailable, PermanentError, TransientError
 from worker.request import AppointmentKind, Service
 from worker.settings import sync_queue, sync_reply_queue
@@ -161,6 +167,17 @@ def planned(deps: Deps, clinic_her_id: str, patient: str) -> dict[str, Any]:
     answer = _ask(deps, clinic, asked, "planned", _Cache(deps))
     found = [appointment_dict(s, clinic) for s in answer.slots]
     return {"clinic": int(clinic.her_id), "appointments": found}
+
+
+def finish(deps: Deps) -> None:
+    """A process done with lookups (a command about to exit): its reply consumer stops
+    cleanly, so an answer for another process it was taking is not lost with it."""
+    stop = getattr(deps.epj, "stop_replies", None)
+    if callable(stop):
+        stop()
+    else:
+        stop_replies(deps.epj)
+    deps.epj.close()
 
 
 def invalidate(deps: Deps, clinic_her_id: str) -> None:
@@ -503,6 +520,7 @@ __all__ = [
     "NoAnswer",
     "SlotsQuery",
     "UnreadableAnswer",
+    "finish",
     "free_slots",
     "invalidate",
     "planned",

@@ -270,6 +270,8 @@ class ReplyRouter:
         self._pid = 0
         self.inbox = uuid.uuid4().hex  # this router's hand-off inbox (new in a forked child)
         self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._generation = 0
         self.stats: dict[str, int] = {
             "answered": 0,  # by our own consumer
             "handed_in": 0,  # taken by another process's consumer, handed to us
@@ -327,6 +329,8 @@ class ReplyRouter:
                 self.inbox = uuid.uuid4().hex  # the parent's inbox is the parent's
             self._pid = os.getpid()
             self._ready.clear()
+            self._stop.clear()
+            self._generation += 1  # a listener of an earlier start ends
             self._thread = threading.Thread(
                 target=self._run, name=f"timebok-replies-{self.queue}", daemon=True
             )
@@ -338,21 +342,29 @@ class ReplyRouter:
                 self._listener.start()
         self._ready.wait(wait)  # an answer may come fast; it waits on the queue otherwise
 
+    def stop(self, wait: float = 3.0) -> None:
+        """Stop consuming (a process about to exit): the consumer is closed cleanly, so an
+        answer it was taking goes back to the queue, not down with the process."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
+
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 sub = self.transport.subscribe([self.queue], self._take)
             except Exception as exc:  # the broker is away: every caller times out meanwhile
                 log.warning("cannot consume %s: %s", self.queue, exc)
-                time.sleep(ROUTER_RETRY)
+                self._stop.wait(ROUTER_RETRY)
                 continue
             self._ready.set()
             try:
-                while True:
+                while not self._stop.is_set():
                     sub.drain(0.5)
             except Exception as exc:
                 log.warning("reply consumer of %s lost: %s", self.queue, exc)
-                time.sleep(ROUTER_RETRY)
+                self._stop.wait(ROUTER_RETRY)
             finally:
                 with contextlib.suppress(Exception):
                     sub.close()
@@ -360,8 +372,8 @@ class ReplyRouter:
     def _listen(self) -> None:
         """Take the answers other processes' consumers handed to our inbox."""
         assert self.handoff is not None
-        pid, inbox = os.getpid(), self.inbox
-        while pid == os.getpid() and inbox == self.inbox:
+        pid, inbox, generation = os.getpid(), self.inbox, self._generation
+        while pid == os.getpid() and generation == self._generation and not self._stop.is_set():
             try:
                 delivery = self.handoff.receive(inbox, INBOX_WAIT)
             except Exception as exc:  # Redis away: answers still come through our consumer
@@ -441,3 +453,12 @@ def replies_for(transport: Transport, queue: str, handoff: Handoff | None = None
         if router is None:
             router = per_queue[queue] = ReplyRouter(transport, queue, handoff)
         return router
+
+
+def stop_replies(transport: Transport) -> None:
+    """Stop this process's reply consumers on `transport` (the process is about to exit);
+    a later request starts them again."""
+    with _routers_lock:
+        routers = list(_routers.get(transport, {}).values())
+    for router in routers:
+        router.stop()
