@@ -244,6 +244,7 @@ class Handoff(Protocol):
 STRAY_GRACE = 15.0  # seconds an answer nobody here waits for is left to other processes
 ROUTER_RETRY = 1.0  # seconds before a lost reply consumer subscribes again
 INBOX_WAIT = 1.0  # seconds one wait on the hand-off inbox blocks
+DRAIN = 0.25  # seconds one drain of the reply queue blocks (how long a stop may wait)
 
 log = logging.getLogger("timebok.sync")
 
@@ -361,7 +362,7 @@ class ReplyRouter:
             self._ready.set()
             try:
                 while not self._stop.is_set():
-                    sub.drain(0.5)
+                    sub.drain(DRAIN)
             except Exception as exc:
                 log.warning("reply consumer of %s lost: %s", self.queue, exc)
                 self._stop.wait(ROUTER_RETRY)
