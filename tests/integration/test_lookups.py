@@ -164,7 +164,7 @@ def test_slots_found_and_booked(stack: Stack, sim: Sim) -> None:
     slot = _gp_slot(got["slots"])
     assert datetime.fromisoformat(slot["start"]).utcoffset() is not None
 
-    view = _settled(stack, _book(stack, slot, patient_n=11))
+    view = _settled(stack, _book(stack, slot, patient_n=1011))
     assert view["state"] == "CONFIRMED", view
     with stack.deps.store.transaction() as s:
         rows = s.scalars(
@@ -255,14 +255,14 @@ def test_planned_lists_the_patients_booked_appointment(stack: Stack, sim: Sim) -
     code, got, err, _ = cli(stack, "slots", CLINIC, "--type", "video")
     assert code == 0, err
     slot = _gp_slot(got["slots"])
-    assert _settled(stack, _book(stack, slot, patient_n=21))["state"] == "CONFIRMED"
-    code, planned, err, _ = cli(stack, "planned", CLINIC, "--patient", fnr(21))
+    assert _settled(stack, _book(stack, slot, patient_n=1021))["state"] == "CONFIRMED"
+    code, planned, err, _ = cli(stack, "planned", CLINIC, "--patient", fnr(1021))
     assert code == 0, err
     assert planned["clinic"] == int(CLINIC)
     [appointment] = planned["appointments"]
     assert appointment["start"] == slot["start"] and appointment["appointment_type"] == "video"
     assert set(appointment) == APPOINTMENT_KEYS  # the fields of `timebok appointments --json`
-    code, nobody, err, _ = cli(stack, "planned", CLINIC, "--patient", fnr(22))
+    code, nobody, err, _ = cli(stack, "planned", CLINIC, "--patient", fnr(1022))
     assert code == 0 and nobody["appointments"] == [], err
 
 
@@ -272,7 +272,7 @@ def test_planned_lists_the_patients_booked_appointment(stack: Stack, sim: Sim) -
 def test_two_patients_race_for_one_slot(stack: Stack, sim: Sim) -> None:
     got = lookups.free_slots(_deps(stack), lookups.SlotsQuery(CLINIC))
     slot = _gp_slot(got["slots"])
-    patients = {_book(stack, slot, patient_n=n): n for n in (31, 32)}
+    patients = {_book(stack, slot, patient_n=n): n for n in (1031, 1032)}
     states = {_settled(stack, b)["state"]: b for b in patients}
     assert set(states) == {"CONFIRMED", "REJECTED"}
     lost = states["REJECTED"]
@@ -297,7 +297,7 @@ def test_answers_are_cached_until_a_reservation(stack: Stack, sim: Sim) -> None:
     assert code == 0 and third["cached"] is True, err  # another process shares the cache
     assert sim.lookups_answered() == asked + 1  # the clinic was asked once
     slot = _gp_slot(first["slots"])
-    assert _settled(stack, _book(stack, slot, patient_n=41))["state"] == "CONFIRMED"
+    assert _settled(stack, _book(stack, slot, patient_n=1041))["state"] == "CONFIRMED"
     fresh = lookups.free_slots(deps, query)
     assert fresh["cached"] is False
     assert slot["id"] not in {s["id"] for s in fresh["slots"]}

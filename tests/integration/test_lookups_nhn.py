@@ -76,7 +76,7 @@ def test_slots_found_and_booked_over_nhn(bus: Bus, clinic_sim: sim.Simulator) ->
     slot = next(s for s in got["slots"] if s["appointment_type"] == "in_person")
     req = request(
         "reserve",
-        patient_n=51,
+        patient_n=7151,
         slot={"id": slot["id"], "start": slot["start"], "end": slot["end"]},
         practitioner=slot["practitioner"] or {"name": "Testlegekontoret"},
         appointment_type=slot["appointment_type"],
@@ -158,7 +158,7 @@ def test_clinic_that_does_not_answer_exits_3_within_the_timeout_over_nhn(bus: Bu
 def test_two_patients_race_for_one_slot_over_nhn(bus: Bus, clinic_sim: sim.Simulator) -> None:  # noqa: F811
     got = lookups.free_slots(_deps(bus), lookups.SlotsQuery(CLINIC, unit="8090002"))
     slot = got["slots"][0]
-    patients = {_book(bus, slot, patient_n=n): n for n in (71, 72)}
+    patients = {_book(bus, slot, patient_n=n): n for n in (7101, 7102)}
     states = {_settled(bus, b): b for b in patients}
     assert set(states) == {"CONFIRMED", "REJECTED"}
     lost = states["REJECTED"]
@@ -185,12 +185,12 @@ def test_cached_answers_over_nhn(bus: Bus, clinic_sim: sim.Simulator) -> None:  
 def test_planned_over_nhn(bus: Bus, clinic_sim: sim.Simulator) -> None:  # noqa: F811
     got = lookups.free_slots(_deps(bus), lookups.SlotsQuery(CLINIC, appointment_type="video"))
     slot = got["slots"][0]
-    assert _settled(bus, _book(bus, slot, patient_n=73)) == "CONFIRMED"
-    code, planned, err, _ = _cli(bus, "planned", CLINIC, "--patient", fnr(73))
+    assert _settled(bus, _book(bus, slot, patient_n=7103)) == "CONFIRMED"
+    code, planned, err, _ = _cli(bus, "planned", CLINIC, "--patient", fnr(7103))
     assert code == 0, err
     [appointment] = planned["appointments"]
     assert appointment["start"] == slot["start"] and appointment["appointment_type"] == "video"
-    nobody = lookups.planned(_deps(bus), CLINIC, fnr(74))
+    nobody = lookups.planned(_deps(bus), CLINIC, fnr(7104))
     assert nobody["appointments"] == []
 
 

@@ -304,7 +304,7 @@ def _cached_while_waiting(shared: Shared, booking_id: str, query: lookups.SlotsQ
 def test_a_confirmation_makes_the_clinics_cached_slots_stale(shared: Shared) -> None:
     query = lookups.SlotsQuery(CLINIC, unit="8090002", start=_weekdays(6)[5])
     slot = lookups.free_slots(shared.deps, query)["slots"][0]
-    booking = _book(shared, CLINIC, slot, patient_n=61)
+    booking = _book(shared, CLINIC, slot, patient_n=6101)
     _cached_while_waiting(shared, booking, query)
     assert _until(shared, booking, "CONFIRMED", "REJECTED") == "CONFIRMED"
     after = lookups.free_slots(shared.deps, query)
@@ -315,7 +315,7 @@ def test_a_confirmation_makes_the_clinics_cached_slots_stale(shared: Shared) -> 
 def test_a_refusal_makes_the_clinics_cached_slots_stale(shared: Shared) -> None:
     query = lookups.SlotsQuery(WEST, start=_weekdays(7)[6])
     slot = lookups.free_slots(shared.deps, query)["slots"][0]
-    booking = _book(shared, WEST, slot, patient_n=62)
+    booking = _book(shared, WEST, slot, patient_n=6102)
     _cached_while_waiting(shared, booking, query)
     assert _until(shared, booking, "CONFIRMED", "REJECTED") == "REJECTED"
     assert lookups.free_slots(shared.deps, query)["cached"] is False
@@ -324,9 +324,9 @@ def test_a_refusal_makes_the_clinics_cached_slots_stale(shared: Shared) -> None:
 def test_a_patients_cancellation_makes_the_clinics_cached_slots_stale(shared: Shared) -> None:
     query = lookups.SlotsQuery(EAST, start=_weekdays(8)[7])
     slot = lookups.free_slots(shared.deps, query)["slots"][0]
-    booking = _book(shared, EAST, slot, patient_n=63)
+    booking = _book(shared, EAST, slot, patient_n=6103)
     assert _until(shared, booking, "CONFIRMED", "REJECTED") == "CONFIRMED"
-    cancel = request("cancel", patient_n=63, booking_ref=booking, clinic={"her_id": EAST,
+    cancel = request("cancel", patient_n=6103, booking_ref=booking, clinic={"her_id": EAST,
                      "name": "Legesenter Øst"})  # fmt: skip
     cancel_id = _submit(shared, cancel)
     _cached_while_waiting(shared, cancel_id, query)
@@ -339,14 +339,14 @@ def test_a_patients_cancellation_makes_the_clinics_cached_slots_stale(shared: Sh
 def test_a_clinics_cancellation_frees_the_slot_in_the_next_lookup(shared: Shared) -> None:
     query = lookups.SlotsQuery(CLINIC, unit="8090002", start=_weekdays(9)[8])
     slot = lookups.free_slots(shared.deps, query)["slots"][0]
-    booking = _book(shared, CLINIC, slot, patient_n=64)
+    booking = _book(shared, CLINIC, slot, patient_n=6104)
     assert _until(shared, booking, "CONFIRMED", "REJECTED") == "CONFIRMED"
     lookups.free_slots(shared.deps, query)
     before = lookups.free_slots(shared.deps, query)
     assert before["cached"] is True and slot["id"] not in {s["id"] for s in before["slots"]}
     uid = views.booking(shared.deps, booking)["appointment_uid"]
     start, end = (datetime.fromisoformat(slot[k]) for k in ("start", "end"))
-    patient = Person(fnr(64), "Line", "Danser")
+    patient = Person(fnr(6104), "Line", "Danser")
     shared.simulator.cancel_appointment(CLINIC, uid, patient, start, end)  # nothing from us
     _until(shared, booking, "CANCELLED")
     after = lookups.free_slots(shared.deps, query)
