@@ -172,6 +172,7 @@ def _cached(deps: LightDeps, url: str) -> float:
     cached = deps.settings.model_copy(update={"lookup_cache_ttl": 60.0, "cache_url": url})
     deps.settings = cached
     query = lookups.SlotsQuery(CLINIC)
+    lookups.invalidate(deps, CLINIC)  # the other transport's run cached the same question
     assert lookups.free_slots(deps, query)["cached"] is False
     count, end = 0, time.perf_counter() + CACHED_SECONDS
     while time.perf_counter() < end:
