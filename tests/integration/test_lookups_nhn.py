@@ -62,6 +62,15 @@ def clinic_sim(bus: Bus) -> Iterator[sim.Simulator]:  # noqa: F811 - the importe
         simulator.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _replies_stopped(bus: Bus) -> Iterator[None]:  # noqa: F811
+    """Every reply consumer of this module stopped before the bus's transport closes (one
+    left running would connect again, and its IO thread outlive the interpreter)."""
+    yield
+    for transport in list(base._routers):
+        base.stop_replies(transport)
+
+
 def _deps(bus: Bus, **settings: object) -> lookups.Deps:  # noqa: F811
     from dataclasses import replace
 
@@ -127,10 +136,15 @@ def test_fifty_concurrent_lookups_over_nhn_each_get_their_own_answer(
     # Two processes' worth of reply consumers on the one `_syncreply` queue.
     many = {"lookup_max_in_flight": 100, "sync_timeout": 15.0}
     callers = [_deps(bus, **many), _process(bus, **many)]
-    with ThreadPoolExecutor(50) as pool:
-        answers = list(
-            pool.map(lambda i: lookups.free_slots(callers[i % 2], queries[i]), range(50))
-        )
+
+    def ask(i: int) -> dict[str, Any]:
+        return lookups.free_slots(callers[i % 2], queries[i])
+
+    try:
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(ask, range(50)))
+    finally:
+        lookups.finish(callers[1])
     for query, answer in zip(queries, answers, strict=True):
         assert answer["from"] == str(query.start) and answer["slots"]
         first = min(datetime.fromisoformat(s["start"]).date() for s in answer["slots"])
