@@ -19,7 +19,13 @@ if TYPE_CHECKING:
     from worker.adapters import crypto
     from worker.adapters.store.db import Store
     from worker.adapters.store.marks import Marks
-    from worker.adapters.transports.base import Delivery, Envelope, Handler, Subscription
+    from worker.adapters.transports.base import (
+        Delivery,
+        Envelope,
+        Handler,
+        Handoff,
+        Subscription,
+    )
 
 
 def _utcnow() -> datetime:
@@ -87,9 +93,14 @@ class LightDeps:
 
 
 def make_transport(cfg: Settings, registry: Registry) -> Transport:
-    """The EPJ transport TIMEBOK_EPJ_TRANSPORT names (nhn: with our keys, checked now)."""
+    """The EPJ transport TIMEBOK_EPJ_TRANSPORT names (nhn: with our keys, checked now).
+
+    With a shared Redis (TIMEBOK_CACHE_URL, or a redis:// broker) the answers to lookups
+    are handed between the processes reading our `_syncreply` queue through it.
+    """
+    handoff = make_handoff(cfg)
     if cfg.epj_transport != "nhn":
-        return LazyTransport(cfg.epj_url)
+        return LazyTransport(cfg.epj_url, handoff)
     from worker.adapters import crypto
     from worker.adapters.transports.cms import CmsProtection
     from worker.adapters.transports.nhn import NhnTransport
@@ -99,7 +110,17 @@ def make_transport(cfg: Settings, registry: Registry) -> Transport:
 
     book = crypto.CertificateBook(partial(_clinic, registry))
     protection = CmsProtection(own, book, cpa_ids=partial(_cpa_id, registry))
-    return NhnTransport(cfg.epj_url, protection)
+    return NhnTransport(cfg.epj_url, protection, handoff=handoff)
+
+
+def make_handoff(cfg: Settings) -> Handoff | None:
+    """The hand-off of synchronous answers between processes (None without a shared Redis)."""
+    url = cfg.lookup_cache_url
+    if url is None:
+        return None
+    from worker.adapters.handoff import RedisHandoff
+
+    return RedisHandoff(url)
 
 
 def _clinic(registry: Registry, her_id: str) -> crypto.ClinicCertificates | None:
@@ -121,15 +142,16 @@ class LazyTransport:
 
     name = "kombu"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, handoff: Handoff | None = None) -> None:
         self.url = url
+        self.handoff = handoff
         self._real: Transport | None = None
 
     def _transport(self) -> Transport:
         if self._real is None:
             from worker.adapters.transports.kombu import KombuTransport
 
-            self._real = KombuTransport(self.url)
+            self._real = KombuTransport(self.url, self.handoff)
         return self._real
 
     def publish(self, item: Envelope) -> None:
@@ -156,3 +178,10 @@ class LazyTransport:
         """Drop the connection, if one was made."""
         if self._real is not None:
             self._real.close()
+
+    def stop_replies(self) -> None:
+        """Stop the reply consumer of synchronous requests, if one was started."""
+        if self._real is not None:
+            from worker.adapters.transports.base import stop_replies
+
+            stop_replies(self._real)

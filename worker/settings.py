@@ -72,7 +72,9 @@ class Settings(BaseSettings):
         default=8, gt=0, description="lookups in flight per clinic before 'busy, try again'"
     )
     cache_url: str | None = Field(
-        default=None, description="Redis for the lookup cache; defaults to a redis:// broker_url"
+        default=None,
+        description="Redis for the lookup cache, in-flight counts and the hand-off of lookup "
+        "answers between processes; defaults to a redis:// broker_url",
     )
 
     # The portal API (`timebok api`).

@@ -13,6 +13,8 @@ from mappers.codes import Process
 
 OSLO: Final = ZoneInfo("Europe/Oslo")
 NO_REPLY: Final = "Denne meldingen kan ikke besvares."
+# A reservation refused with Svar 06: another patient took the slot first.
+SLOT_TAKEN: Final = "Timen du valgte er dessverre ikke lenger ledig. Velg en annen time."
 
 # Written out here so the output never depends on the machine's locale.
 _WEEKDAYS: Final = ("mandag", "tirsdag", "onsdag", "torsdag", "fredag", "lørdag", "søndag")
@@ -61,6 +63,7 @@ class NoticeContext:
     reason: str | None = None
     video_url: str | None = None
     action: str | None = None  # the request answered: reserve | wish | change_wish | cancel
+    slot_taken: bool = False  # a reservation refused because the slot is no longer free
 
 
 def notification(event: str, ctx: NoticeContext) -> tuple[str, str]:
@@ -266,6 +269,13 @@ def _changed(ctx: NoticeContext) -> Paragraphs:
 
 
 def _rejected(ctx: NoticeContext) -> Paragraphs:
+    if ctx.slot_taken:
+        return "Timen er ikke lenger ledig", (
+            SLOT_TAKEN,
+            _when(ctx),
+            _reason("Melding fra klinikken", ctx),
+            _contact(ctx),
+        )
     return "Timebestillingen ble avvist", (
         f"{ctx.clinic_name} kunne ikke gi deg time ut fra bestillingen din.",
         _when(ctx),

@@ -45,6 +45,7 @@ from worker.settings import Settings
 pytestmark = pytest.mark.integration
 
 NOCERT = "8090005"  # a registered clinic without certificates: never sent to on nhn
+SILENT = "8090020"  # takes timereservasjon, has certificates, nobody plays it: never answers
 NAMESPACE = "NHNTestServiceBus"
 OPENSSL = shutil.which("openssl")
 RABBITMQCTL = shutil.which("rabbitmqctl")
@@ -180,6 +181,33 @@ signing_cert = "{pki.cert(CLINIC, "signing")}"
 encryption_cert = "{pki.cert(CLINIC, "encryption")}"
 cpa_id = "5f7e3c1a-0000-4000-8000-000000000001"
 
+[[clinic.unit]]
+her_id = 8090002
+name = "Fastlege August September"
+
+[clinic.unit.sim_calendar]
+practitioner = "August September"
+video_share = 0.2
+urgent_held_back = 2
+
+[[clinic.unit]]
+her_id = 8090003
+name = "Laboratoriet"
+
+[clinic.unit.sim_calendar]
+practitioner = ""
+services = ["lab_test"]
+slot_minutes = 10
+video_share = 0.0
+urgent_held_back = 0
+
+[[clinic]]
+her_id = {SILENT}
+name = "Video Legesenter"
+processes = ["timereservasjon"]
+signing_cert = "{pki.cert(SILENT, "signing")}"
+encryption_cert = "{pki.cert(SILENT, "encryption")}"
+
 [[clinic]]
 her_id = {STRANGER}
 name = "Annet legekontor"
@@ -213,7 +241,7 @@ def bus(redis_url: str, pg_schema: str, tmp_path_factory: pytest.TempPathFactory
     _ctl("add_vhost", vhost)
     _ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     url = f"amqp://guest:guest@127.0.0.1:5672/{NAMESPACE}?vhost={vhost}"
-    pki = make_pki(tmp / "pki", (OWN, CLINIC, STRANGER, NOCERT))
+    pki = make_pki(tmp / "pki", (OWN, CLINIC, STRANGER, NOCERT, SILENT))
     registry = _registry(pki, tmp / "registry.toml")
     schema = f"{pg_schema}_nhn"
     env = dict(os.environ) | pki.env(OWN) | {
@@ -280,7 +308,7 @@ def _alive(bus: Bus) -> None:
 
 
 def test_queues_declare_made_the_topology(bus: Bus) -> None:
-    for her_id in (OWN, CLINIC, STRANGER, NOCERT):
+    for her_id in (OWN, CLINIC, STRANGER, NOCERT, SILENT):
         for suffix in ("_async", "_sync", "_syncreply", "_error", "_dl"):
             assert bus.clinic.depth(f"{her_id}{suffix}") >= 0
     again = subprocess.run(
@@ -288,7 +316,7 @@ def test_queues_declare_made_the_topology(bus: Bus) -> None:
         env=bus.env, cwd=ROOT, capture_output=True, timeout=60, check=False,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr.decode()  # idempotent
-    assert b"20 queues declared" in again.stdout
+    assert b"25 queues declared" in again.stdout
 
 
 def test_booking_round_trip_over_nhn(bus: Bus) -> None:

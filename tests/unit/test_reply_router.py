@@ -11,6 +11,7 @@ from worker.adapters.transports.base import (
     Delivery,
     Envelope,
     Handler,
+    HandoffUnavailable,
     Outcome,
     ReplyRouter,
     transport_headers,
@@ -33,7 +34,8 @@ class _Sub:
         return 1
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Nothing to release; counted."""
+        self.mem.closed += 1
 
 
 class _Memory:
@@ -49,6 +51,7 @@ class _Memory:
         self.published: list[Envelope] = []
         self.settled: list[tuple[str, Outcome]] = []
         self.released = 0
+        self.closed = 0
         self.lock = threading.Lock()
 
     def publish(self, item: Envelope) -> None:
@@ -106,3 +109,92 @@ def test_an_answer_nobody_here_asked_for_is_released_for_another_process() -> No
             break
         threading.Event().wait(0.05)
     assert mem.settled[0] == ("elsewhere", Outcome.RELEASE)
+
+
+class _Handoff:
+    """The hand-off between processes, in memory (the real one is Redis: tests/integration)."""
+
+    def __init__(self) -> None:
+        self.waits: dict[str, str] = {}
+        self.inboxes: dict[str, queue.Queue[Delivery]] = {}
+        self.lock = threading.Lock()
+
+    def _inbox(self, name: str) -> queue.Queue[Delivery]:
+        with self.lock:
+            return self.inboxes.setdefault(name, queue.Queue())
+
+    def expect(self, correlation_id: str, inbox: str, timeout: float) -> None:
+        with self.lock:
+            self.waits[correlation_id] = inbox
+
+    def forget(self, correlation_id: str) -> None:
+        with self.lock:
+            self.waits.pop(correlation_id, None)
+
+    def forward(self, delivery: Delivery) -> str | None:
+        with self.lock:
+            inbox = self.waits.get(delivery.correlation_id or "")
+        if inbox is not None:
+            self._inbox(inbox).put(delivery)
+        return inbox
+
+    def receive(self, inbox: str, timeout: float) -> Delivery | None:
+        try:
+            return self._inbox(inbox).get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def test_answers_taken_by_another_process_are_handed_over_never_released() -> None:
+    mem, handoff = _Memory(), _Handoff()
+    # Three "processes" consume the same reply queue; each answer lands at any of them.
+    routers = [ReplyRouter(mem, "1_syncreply", handoff) for _ in range(3)]  # type: ignore[arg-type]
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda n: _ask(routers[n % 3], n), range(90)))
+    assert [a.body if a else None for a in answers] == [f"q{n}!".encode() for n in range(90)]
+    assert mem.released == 0
+    assert sum(r.stats["handed_over"] for r in routers) > 0
+    assert sum(r.stats["handed_over"] for r in routers) == sum(
+        r.stats["handed_in"] for r in routers
+    )
+    assert handoff.waits == {}  # every call forgot its note
+
+
+def test_an_answer_nobody_anywhere_waits_for_is_dropped_as_late_at_once() -> None:
+    mem, handoff = _Memory(answer=False), _Handoff()
+    router = ReplyRouter(mem, "1_syncreply", handoff)  # type: ignore[arg-type]
+    router._ensure()
+    mem.replies.put(Envelope("1_syncreply", b"nobody's", {}, None, "unknown"))
+    for _ in range(50):
+        if mem.settled:
+            break
+        threading.Event().wait(0.05)
+    assert mem.settled == [("unknown", Outcome.ACCEPT)]
+    assert router.stats["late"] == 1 and mem.released == 0
+
+
+def test_without_a_working_handoff_a_stray_answer_is_released() -> None:
+    class _Down(_Handoff):
+        def forward(self, delivery: Delivery) -> str | None:
+            raise HandoffUnavailable("down")
+
+    mem = _Memory(answer=False)
+    router = ReplyRouter(mem, "1_syncreply", _Down())  # type: ignore[arg-type]
+    router._ensure()
+    mem.replies.put(Envelope("1_syncreply", b"theirs", {}, None, "elsewhere"))
+    for _ in range(50):
+        if mem.settled:
+            break
+        threading.Event().wait(0.05)
+    assert mem.settled[0] == ("elsewhere", Outcome.RELEASE)
+
+
+def test_stopping_closes_the_consumer_and_a_later_request_starts_it_again() -> None:
+    mem = _Memory()
+    router = ReplyRouter(mem, "1_syncreply")  # type: ignore[arg-type]
+    assert _ask(router, 1) is not None
+    router.stop()
+    assert mem.closed == 1  # closed cleanly: what it held goes back to the queue
+    answer = _ask(router, 2)
+    assert answer is not None and answer.body == b"q2!"
+    assert mem.subscriptions == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from mappers.codes import Process
 from worker.texts import (
     NO_REPLY,
+    SLOT_TAKEN,
     STATUS_ASSIGNED,
     STATUS_CANCELLED,
     STATUS_CHANGED,
@@ -291,3 +293,20 @@ def test_confirmed_wish_says_the_wish_was_answered() -> None:
     )
     assert "timeønsket ditt" in wish and "timereservasjon" not in wish
     assert "Din timereservasjon er bekreftet." in slot
+
+
+def test_a_slot_taken_by_another_patient_says_so() -> None:
+    ctx = NoticeContext(
+        clinic_name="Testlegekontoret",
+        clinic_phone="81569069",
+        reason="Timen er allerede reservert.",
+        action="reserve",
+        slot_taken=True,
+    )
+    title, body = notification(Notice.REJECTED.value, ctx)
+    assert title == "Timen er ikke lenger ledig"
+    assert body.startswith(SLOT_TAKEN)
+    assert "Timen er allerede reservert." in body and "81569069" in body
+    assert "ut fra bestillingen din" not in body  # not the generic refusal
+    generic_title, generic = notification(Notice.REJECTED.value, replace(ctx, slot_taken=False))
+    assert SLOT_TAKEN not in generic and generic_title != title

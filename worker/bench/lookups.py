@@ -1,6 +1,7 @@
 """Lookup figures: `lookup_p50_ms` / `lookup_p99_ms` (uncached, against a real `epj-sim`
 process), `lookup_cached_per_s`, and beside them the floor: the same transport's bare
-request/reply round trip (`lookup_floor_p50_ms` / `_p99_ms`, an echo in the same process).
+request/reply round trip (`lookup_floor_p50_ms` / `_p99_ms`, an echo in the same process);
+each again on nhn as `nhn_lookup_*`.
 
 Run alone with `python -m worker.bench.lookups [N]` (kombu on a private Redis DB, nhn on a
 private RabbitMQ vhost); `timebok bench` includes it.
@@ -115,6 +116,9 @@ def _on_the_bus(settings: Settings, redis_url: str, n: int) -> dict[str, float]:
                 out = _uncached(deps, n)
                 echo, ours = _bare(url), _bare(url)
                 out |= _floor(echo, ours, n, protect=False)
+                # The cache is the same Redis on both transports: what differs is the one
+                # lookup that fills it (over the bus, CMS both ways).
+                out["lookup_cached_per_s"] = _cached(LightDeps(cfg), redis_url)
             finally:
                 deps.epj.close()
     return out
@@ -168,6 +172,7 @@ def _cached(deps: LightDeps, url: str) -> float:
     cached = deps.settings.model_copy(update={"lookup_cache_ttl": 60.0, "cache_url": url})
     deps.settings = cached
     query = lookups.SlotsQuery(CLINIC)
+    lookups.invalidate(deps, CLINIC)  # the other transport's run cached the same question
     assert lookups.free_slots(deps, query)["cached"] is False
     count, end = 0, time.perf_counter() + CACHED_SECONDS
     while time.perf_counter() < end:

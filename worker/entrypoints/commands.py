@@ -216,8 +216,22 @@ def run_appointments(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+LOOKUP_EXIT_CODES = """exit codes:
+  0  answered (an empty list is an answer)
+  2  bad input; the clinic is not in the registry, does not take timereservasjon, or
+     refused to list (nothing sent, or the clinic's text)
+  3  no usable answer within TIMEBOK_SYNC_TIMEOUT seconds: no answer, the EPJ broker
+     unreachable, the clinic busy (too many lookups in flight), or an answer that cannot
+     be read or verified (kept as a dead letter); try again"""
+
+
 def _slots(sub: Any) -> None:
-    p = sub.add_parser("slots", help="ask a clinic for free slots (HentLedigeTimer)")
+    p = sub.add_parser(
+        "slots",
+        help="ask a clinic for free slots (HentLedigeTimer)",
+        epilog=LOOKUP_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("clinic", metavar="CLINIC_HER_ID", help="the clinic's HER-id")
     p.add_argument("--unit", metavar="HER_ID", help="only this unit of the clinic")
     p.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD", help="first day")
@@ -239,7 +253,7 @@ def _day(text: str) -> Any:
 
 
 def run_slots(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the clinic's free slots; exit 2 bad input / not connected, 3 no answer."""
+    """Print the clinic's free slots; exit 2 bad input / not connected, 3 no usable answer."""
     from worker.entrypoints.render import slots_text
     from worker.flows import lookups
 
@@ -256,7 +270,12 @@ def run_slots(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _planned(sub: Any) -> None:
-    p = sub.add_parser("planned", help="ask a clinic for a patient's planned appointments")
+    p = sub.add_parser(
+        "planned",
+        help="ask a clinic for a patient's planned appointments",
+        epilog=LOOKUP_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("clinic", metavar="CLINIC_HER_ID", help="the clinic's HER-id")
     p.add_argument("--patient", metavar="FNR", required=True, help="the patient's fødselsnummer")
     _json_flag(p)
@@ -283,14 +302,12 @@ def _lookup(args: argparse.Namespace, settings: Settings, ask: Any, text: Any) -
     deps = LightDeps(settings)
     try:
         emit(args, ask(deps), text)
-    except lookups.BadLookup as exc:
+    except (lookups.BadLookup, lookups.LookupRefused) as exc:
         return _fail(args, str(exc), 2)
-    except lookups.NoAnswer as exc:
+    except lookups.NoAnswer as exc:  # also busy, and an answer that cannot be read: retryable
         return _fail(args, str(exc), 3)
-    except (lookups.Busy, lookups.LookupFailed) as exc:
-        return _fail(args, str(exc), 1)
     finally:
-        deps.epj.close()
+        lookups.finish(deps)
     return 0
 
 

@@ -32,6 +32,7 @@ from worker.adapters.store.tables import MessageRow, OutboxRow
 from worker.adapters.transports.base import NOT_WELL_FORMED_XML, SPOOFING, BusRefusal
 from worker.bootstrap import Deps
 from worker.errors import TransientError
+from worker.flows.lookups import invalidate
 from worker.flows.relay import (
     Pending,
     pending_row,
@@ -182,6 +183,7 @@ def _dialog(
             return Received(env.msg_id, "duplicate"), _resend_receipt(s, env.msg_id)
         outcome = _outcome(deps, s, doc)
         _count_dialog(s, doc)  # after _outcome: what the message answers is known by then
+        after_commit(s, partial(_calendar_changed, deps, env.sender.her_id))
         if outcome.error is not None:
             _dead_letter(deps, s, body, headers, outcome, env.msg_id)
         # Stored last, complete, with its receipt, in the same transaction: a copy
@@ -220,6 +222,14 @@ def _dialog(
     )
     state = "processed" if outcome.error is None else "rejected"
     return Received(env.msg_id, state, outcome.detail), [queued]
+
+
+def _calendar_changed(deps: Deps, sender: str) -> None:
+    """A clinic's reply or Avtale: a slot of it may be taken or free now (a confirmation,
+    a refusal, a cancellation), so its cached free slots are stale."""
+    clinic = deps.registry.clinic(sender)
+    if clinic is not None:
+        invalidate(deps, clinic.her_id)
 
 
 def _count_dialog(s: Session, doc: DialogMessage) -> None:

@@ -2,9 +2,9 @@
 (HentPlanlagteTimer), asked of a clinic's EPJ and answered within TIMEBOK_SYNC_TIMEOUT.
 
 Used by `timebok slots` / `timebok planned` and the portal API. No AppRec is sent or
-expected on either side; an answer that cannot be read is an error for its caller only and
-a dead letter. Free-slot answers are cached in Redis (shared by every process) and each
-clinic has a bounded number of lookups in flight.
+expected on either side; an answer that cannot be read is a missing answer for its caller
+only (like a timeout: retryable) and a dead letter. Free-slot answers are cached in Redis
+(shared by every process) and each clinic has a bounded number of lookups in flight.
 """
 
 from __future__ import annotations
@@ -28,7 +28,13 @@ from mappers.errors import MapperError
 from mappers.model import Lookup, LookupAnswer, Party, Person, Practitioner, Slot, SlotQuery
 from worker import metrics
 from worker.adapters.registry import Clinic
-from worker.adapters.transports.base import BusRefusal, Delivery, Envelope, transport_headers
+from worker.adapters.transports.base import (
+    BusRefusal,
+    Delivery,
+    Envelope,
+    stop_replies,
+    transport_headers,
+)
 from worker.errors import EpjUnavailable, PermanentError, TransientError
 from worker.request import AppointmentKind, Service
 from worker.settings import sync_queue, sync_reply_queue
@@ -95,15 +101,19 @@ class BadLookup(PermanentError):
 
 
 class NoAnswer(TransientError):
-    """The clinic did not answer within TIMEBOK_SYNC_TIMEOUT seconds."""
+    """No usable answer from the clinic within TIMEBOK_SYNC_TIMEOUT seconds (retryable)."""
 
 
-class Busy(TransientError):
-    """Too many lookups to this clinic are in flight: try again shortly."""
+class Busy(NoAnswer):
+    """Too many lookups to this clinic are in flight: not asked now, try again shortly."""
 
 
-class LookupFailed(PermanentError):
-    """The clinic's answer could not be read or verified, or it refused to answer."""
+class UnreadableAnswer(NoAnswer):
+    """The clinic's answer could not be read or verified (kept as a dead letter)."""
+
+
+class LookupRefused(PermanentError):
+    """The clinic answered, refusing to list its calendar (its text says why)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,17 @@ def planned(deps: Deps, clinic_her_id: str, patient: str) -> dict[str, Any]:
     answer = _ask(deps, clinic, asked, "planned", _Cache(deps))
     found = [appointment_dict(s, clinic) for s in answer.slots]
     return {"clinic": int(clinic.her_id), "appointments": found}
+
+
+def finish(deps: Deps) -> None:
+    """A process done with lookups (a command about to exit): its reply consumer stops
+    cleanly, so an answer for another process it was taking is not lost with it."""
+    stop = getattr(deps.epj, "stop_replies", None)
+    if callable(stop):
+        stop()
+    else:
+        stop_replies(deps.epj)
+    deps.epj.close()
 
 
 def invalidate(deps: Deps, clinic_her_id: str) -> None:
@@ -253,11 +274,12 @@ def _ask(deps: Deps, clinic: Clinic, asked: Lookup, function: str, cache: _Cache
         if delivery is None:
             metrics.lookup(clinic.her_id, function, "timeout", took)
             raise NoAnswer(
-                f"clinic {clinic.her_id} did not answer within {timeout:g} s (TIMEBOK_SYNC_TIMEOUT)"
+                f"clinic {clinic.her_id} did not answer within {timeout:g} s "
+                "(TIMEBOK_SYNC_TIMEOUT); try again later"
             )
         try:
             answer = _read(deps, clinic, asked, delivery)
-        except LookupFailed:
+        except (UnreadableAnswer, LookupRefused):
             metrics.lookup(clinic.her_id, function, "error", took)
             raise
     metrics.lookup(clinic.her_id, function, "answered" if answer.slots else "empty", took)
@@ -292,16 +314,30 @@ def _read(deps: Deps, clinic: Clinic, asked: Lookup, delivery: Delivery) -> Look
         xml = deps.epj.open(delivery)
         answer = lookup.parse_answer(xml, max_bytes=deps.settings.max_message_bytes)
         _check(clinic, asked, answer)
-    except (BusRefusal, MapperError, LookupFailed) as exc:
+    except (BusRefusal, MapperError, _Mismatch) as exc:
         _dead_letter(deps, delivery, asked, exc)
-        if isinstance(exc, LookupFailed):
-            raise
-        raise LookupFailed(f"clinic {clinic.her_id} sent an answer that cannot be read") from exc
+        raise UnreadableAnswer(
+            f"clinic {clinic.her_id} sent an answer that cannot be read or verified "
+            f"({_why(exc)}); kept as a dead letter (timebok dlq list); try again"
+        ) from exc
     if answer.code is not ReplyCode.LISTING:
-        raise LookupFailed(
+        raise LookupRefused(
             f"clinic {clinic.her_id} did not list its calendar: {answer.text or answer.code}"
         )
     return answer
+
+
+class _Mismatch(PermanentError):
+    """An answer that reads, but is not from the clinic or not to the question asked."""
+
+
+def _why(exc: Exception) -> str:
+    """A short reason for the caller (no payload content)."""
+    if isinstance(exc, BusRefusal):
+        return exc.condition
+    if isinstance(exc, MapperError):
+        return f"{type(exc).__name__} {exc.code.value}"
+    return str(exc)[:200]
 
 
 def _check(clinic: Clinic, asked: Lookup, answer: LookupAnswer) -> None:
@@ -309,15 +345,15 @@ def _check(clinic: Clinic, asked: Lookup, answer: LookupAnswer) -> None:
     env = answer.envelope
     owners = {clinic.her_id, *(u.her_id for u in clinic.units)}
     if env.sender.her_id not in owners:
-        raise LookupFailed(f"answer from {env.sender.her_id}, not from clinic {clinic.her_id}")
+        raise _Mismatch(f"answer from {env.sender.her_id}, not from clinic {clinic.her_id}")
     asked_id = asked.envelope.msg_id
     if env.conversation is None or env.conversation.ref_to_parent != asked_id:
-        raise LookupFailed("answer does not refer to the lookup it came back for")
+        raise _Mismatch("answer does not refer to the lookup it came back for")
     if answer.asked is not None and answer.asked is not asked.code:
-        raise LookupFailed(f"answer to {answer.asked}, asked {asked.code}")
+        raise _Mismatch(f"answer to {answer.asked}, asked {asked.code}")
     for slot in answer.slots:
         if slot.unit_her_id not in owners:
-            raise LookupFailed(f"slot {slot.id} belongs to {slot.unit_her_id}, not this clinic")
+            raise _Mismatch(f"slot {slot.id} belongs to {slot.unit_her_id}, not this clinic")
 
 
 def _dead_letter(deps: Deps, delivery: Delivery, asked: Lookup, exc: Exception) -> None:
@@ -432,7 +468,10 @@ class _Cache:
         if taken > self.limit:
             self._give(key)
             metrics.lookup(clinic, function, "busy")
-            raise Busy(f"clinic {clinic} has {self.limit} lookups in flight; try again shortly")
+            raise Busy(
+                f"clinic {clinic} is busy: {self.limit} lookups in flight already, "
+                "not asked now; try again shortly"
+            )
         try:
             yield
         finally:
@@ -480,9 +519,11 @@ def _client(url: str) -> redis.Redis[bytes]:
 __all__ = [
     "BadLookup",
     "Busy",
-    "LookupFailed",
+    "LookupRefused",
     "NoAnswer",
     "SlotsQuery",
+    "UnreadableAnswer",
+    "finish",
     "free_slots",
     "invalidate",
     "planned",

@@ -160,8 +160,13 @@ def _refuse(deps: Deps, s: Session, row: BookingRow, doc: DialogMessage) -> Outc
         return Outcome(row.id, "ignored: a refusal after the confirmation")
     reason = _reply_reason(doc)
     _move(s, row, "reject", reason)
-    _notify(deps, s, row, "rejected", reason=_clinic_text(doc))
+    taken = row.action == Action.RESERVE.value and _code(doc) is ReplyCode.NOT_AVAILABLE
+    _notify(deps, s, row, "rejected", reason=_clinic_text(doc), slot_taken=taken)
     return Outcome(row.id, "rejected")
+
+
+def _code(doc: DialogMessage) -> ReplyCode | None:
+    return doc.reply.code if doc.reply is not None else None
 
 
 def _change_confirmed(deps: Deps, s: Session, row: BookingRow, doc: DialogMessage) -> Outcome:
@@ -439,6 +444,7 @@ def _notify(
     practitioner: str | None = None,
     uid: str | None = None,
     key: str | None = None,
+    slot_taken: bool = False,
 ) -> None:
     name, phone = _clinic_name(deps, row.clinic_her_id)
     kind = _type_name(row, event) if event is not None else None
@@ -453,6 +459,7 @@ def _notify(
         reason=reason,
         video_url=event.url if event else None,
         action=row.action,
+        slot_taken=slot_taken,
     )
     appointment = uid or (event.uid if event else row.appointment_uid)
     if row.patient_fnr:

@@ -527,9 +527,12 @@ class Simulator:
     def cancel_appointment(
         self, clinic_her_id: str, uid: str, patient: Person, start: datetime, end: datetime
     ) -> str:
-        """Publish an Avtale with the vevent CANCELLED (the clinic cancels); returns the MsgId."""
+        """Publish an Avtale with the vevent CANCELLED (the clinic cancels); returns the MsgId.
+
+        The appointment's slot is free again in this simulator's calendar."""
         clinic = self._clinic(clinic_her_id)
         event = Event(uid, start, end, clinic.her_id, location=clinic.name, status=CANCELLED)
+        self.desk.free(clinic.her_id, uid)
         return self._publish_avtale(clinic, patient, event, None, "cancelled")
 
     def _publish_avtale(

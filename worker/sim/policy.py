@@ -48,7 +48,7 @@ MAX_WAIT = 0.5  # seconds one drain_events may block, so stop requests are seen 
 CONFIRMED, CANCELLED = "CONFIRMED", "CANCELLED"
 
 REJECT_TEXTS: Mapping[ReplyCode, str] = {
-    ReplyCode.NOT_AVAILABLE: "Timen er dessverre ikke lenger ledig. Velg en annen time.",
+    ReplyCode.NOT_AVAILABLE: "Timen er allerede reservert.",
     ReplyCode.REJECTED: "Vi kan ikke tilby time ut fra ønsket ditt. Ta kontakt med legekontoret.",
     ReplyCode.CHANGE_REFUSED: "Timen kan ikke endres. Ta kontakt med legekontoret.",
     ReplyCode.NOT_OFFERED: "Legekontoret tilbyr ikke denne tjenesten digitalt.",

@@ -106,13 +106,17 @@ class SyncDesk:
 
     def cancelled(self, her_id: str, msg: DialogMessage) -> None:
         """A cancelled appointment's slot is free again."""
+        if msg.event is not None:
+            self.free(her_id, msg.event.uid, msg.event.related_to)
+
+    def free(self, her_id: str, uid: str, related_to: str | None = None) -> None:
+        """Free the slot of an appointment (the patient or the clinic cancelled it)."""
         calendar = self.calendars.get(her_id)
-        event = msg.event
-        if calendar is None or event is None:
+        if calendar is None:
             return
-        freed = calendar.free(event.uid)
-        if freed is None and event.related_to:
-            freed = calendar.free(event.related_to)
+        freed = calendar.free(uid)
+        if freed is None and related_to:
+            freed = calendar.free(related_to)
         if freed is not None:
             self.say(f"{her_id}: slot {freed.id} free again")
 

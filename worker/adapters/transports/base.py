@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
 
 from mappers.model import DialogMessage
-from worker.errors import PermanentError
+from worker.errors import PermanentError, TransientError
 
 
 @dataclass(frozen=True)
@@ -196,18 +197,54 @@ def dialog_headers(msg: DialogMessage) -> dict[str, str]:
 
 
 def wait_for_answer(
-    transport: Transport, item: Envelope, reply_queue: str, timeout: float
+    transport: Transport,
+    item: Envelope,
+    reply_queue: str,
+    timeout: float,
+    handoff: Handoff | None = None,
 ) -> Delivery | None:
     """Publish a synchronous request and wait for its correlated answer on `reply_queue`.
 
     The correlation id is the request's message id unless the envelope names one. Every
-    request of a process shares one consumer of the reply queue (see ReplyRouter).
+    request of a process shares one consumer of the reply queue (see ReplyRouter); with a
+    `handoff`, an answer another process's consumer took is handed over through it.
     """
-    return replies_for(transport, reply_queue).ask(item, timeout)
+    return replies_for(transport, reply_queue, handoff).ask(item, timeout)
+
+
+class HandoffUnavailable(TransientError):
+    """The store that hands answers between processes cannot be reached now."""
+
+
+class Handoff(Protocol):
+    """Hands a synchronous answer to the process waiting for it, whichever process took it.
+
+    Every process reading a reply queue has an inbox; a caller notes (`expect`) which inbox
+    waits for its correlation id before it sends the request.
+    """
+
+    def expect(self, correlation_id: str, inbox: str, timeout: float) -> None:
+        """Note that `inbox` waits for this answer for at most `timeout` seconds."""
+        ...
+
+    def forget(self, correlation_id: str) -> None:
+        """The caller has its answer or gave up: an answer from now on is late."""
+        ...
+
+    def forward(self, delivery: Delivery) -> str | None:
+        """Put the answer in the inbox waiting for it; that inbox, or None when nobody
+        waits (a late answer). HandoffUnavailable when it cannot tell."""
+        ...
+
+    def receive(self, inbox: str, timeout: float) -> Delivery | None:
+        """The next answer handed to `inbox` (None after `timeout` seconds)."""
+        ...
 
 
 STRAY_GRACE = 15.0  # seconds an answer nobody here waits for is left to other processes
 ROUTER_RETRY = 1.0  # seconds before a lost reply consumer subscribes again
+INBOX_WAIT = 1.0  # seconds one wait on the hand-off inbox blocks
+DRAIN = 0.25  # seconds one drain of the reply queue blocks (how long a stop may wait)
 
 log = logging.getLogger("timebok.sync")
 
@@ -216,21 +253,33 @@ class ReplyRouter:
     """One consumer of a reply queue per process, shared by every request in flight.
 
     Answers are matched to their callers by correlation id. An answer to a request that
-    already timed out here is logged and dropped; one nobody here asked for is released
-    (another process reading the same queue may wait for it) until STRAY_GRACE seconds
-    after it was first seen, then dropped as late.
+    already timed out here is logged and dropped. One nobody here asked for is handed to the
+    process that waits for it through the `handoff` (shared Redis), or, when nobody waits
+    anywhere, logged and dropped as late. Without a handoff (or while it is down) such an
+    answer is released for another process reading the same queue, until STRAY_GRACE
+    seconds after it was first seen.
     """
 
-    def __init__(self, transport: Transport, queue: str) -> None:
-        self.transport, self.queue = transport, queue
+    def __init__(self, transport: Transport, queue: str, handoff: Handoff | None = None) -> None:
+        self.transport, self.queue, self.handoff = transport, queue, handoff
         self._lock = threading.Lock()
         self._waiting: dict[str, Future[Delivery]] = {}
         self._late: dict[str, float] = {}  # correlation id -> when we gave up on it
         self._strays: dict[str, float] = {}  # correlation id -> first seen
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
         self._pid = 0
+        self.inbox = uuid.uuid4().hex  # this router's hand-off inbox (new in a forked child)
         self._ready = threading.Event()
-        self.stats: dict[str, int] = {"answered": 0, "late": 0, "stray": 0}
+        self._stop = threading.Event()
+        self._generation = 0
+        self.stats: dict[str, int] = {
+            "answered": 0,  # by our own consumer
+            "handed_in": 0,  # taken by another process's consumer, handed to us
+            "handed_over": 0,  # taken by ours, handed to the process waiting for it
+            "late": 0,
+            "stray": 0,  # released for other processes (no handoff)
+        }
 
     def ask(self, item: Envelope, timeout: float) -> Delivery | None:
         """Publish `item` with reply-to our queue and wait for its answer (None: none came)."""
@@ -240,6 +289,7 @@ class ReplyRouter:
         with self._lock:
             self._waiting[correlation] = future
         self._ensure(min(5.0, timeout))
+        expected = self._expect(correlation, timeout)
         try:
             self.transport.publish(replace(item, reply_to=self.queue, correlation_id=correlation))
             return future.result(max(0.0, deadline - time.monotonic()))
@@ -250,11 +300,25 @@ class ReplyRouter:
                 if self._waiting.pop(correlation, None) is not None:
                     self._late[correlation] = time.monotonic()
                 self._forget_old(time.monotonic())
+            if expected and self.handoff is not None:
+                with contextlib.suppress(HandoffUnavailable):
+                    self.handoff.forget(correlation)
 
     def in_flight(self) -> int:
         """How many requests wait for their answer now."""
         with self._lock:
             return len(self._waiting)
+
+    def _expect(self, correlation: str, timeout: float) -> bool:
+        """Tell the other processes which inbox waits for this answer (before sending)."""
+        if self.handoff is None:
+            return False
+        try:
+            self.handoff.expect(correlation, self.inbox, timeout)
+        except HandoffUnavailable as exc:  # our own consumer may still get the answer
+            log.warning("answers cannot be handed over now: %s", exc)
+            return False
+        return True
 
     def _ensure(self, wait: float = 5.0) -> None:
         """Start the consumer thread (again in a forked child, which has none)."""
@@ -262,32 +326,72 @@ class ReplyRouter:
             alive = self._thread is not None and self._thread.is_alive()
             if alive and self._pid == os.getpid():
                 return
+            if self._pid and self._pid != os.getpid():
+                self.inbox = uuid.uuid4().hex  # the parent's inbox is the parent's
             self._pid = os.getpid()
             self._ready.clear()
+            self._stop.clear()
+            self._generation += 1  # a listener of an earlier start ends
             self._thread = threading.Thread(
                 target=self._run, name=f"timebok-replies-{self.queue}", daemon=True
             )
             self._thread.start()
+            if self.handoff is not None:
+                self._listener = threading.Thread(
+                    target=self._listen, name=f"timebok-handoff-{self.queue}", daemon=True
+                )
+                self._listener.start()
         self._ready.wait(wait)  # an answer may come fast; it waits on the queue otherwise
 
+    def stop(self, wait: float = 3.0) -> None:
+        """Stop consuming (a process about to exit): the consumer is closed cleanly, so an
+        answer it was taking goes back to the queue, not down with the process."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait)
+
     def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 sub = self.transport.subscribe([self.queue], self._take)
             except Exception as exc:  # the broker is away: every caller times out meanwhile
                 log.warning("cannot consume %s: %s", self.queue, exc)
-                time.sleep(ROUTER_RETRY)
+                self._stop.wait(ROUTER_RETRY)
                 continue
             self._ready.set()
             try:
-                while True:
-                    sub.drain(0.5)
+                while not self._stop.is_set():
+                    sub.drain(DRAIN)
             except Exception as exc:
                 log.warning("reply consumer of %s lost: %s", self.queue, exc)
-                time.sleep(ROUTER_RETRY)
+                self._stop.wait(ROUTER_RETRY)
             finally:
                 with contextlib.suppress(Exception):
                     sub.close()
+
+    def _listen(self) -> None:
+        """Take the answers other processes' consumers handed to our inbox."""
+        assert self.handoff is not None
+        pid, inbox, generation = os.getpid(), self.inbox, self._generation
+        while pid == os.getpid() and generation == self._generation and not self._stop.is_set():
+            try:
+                delivery = self.handoff.receive(inbox, INBOX_WAIT)
+            except Exception as exc:  # Redis away: answers still come through our consumer
+                log.warning("hand-off inbox unavailable: %s", exc)
+                time.sleep(ROUTER_RETRY)
+                continue
+            if delivery is None:
+                continue
+            correlation = delivery.correlation_id or ""
+            with self._lock:
+                future = self._waiting.pop(correlation, None)
+                self._late.pop(correlation, None)
+            if future is None:
+                self._drop_late(correlation)
+                continue
+            self.stats["handed_in"] += 1
+            future.set_result(delivery)
 
     def _take(self, delivery: Delivery) -> Outcome:
         correlation = delivery.correlation_id or ""
@@ -295,21 +399,41 @@ class ReplyRouter:
         with self._lock:
             future = self._waiting.pop(correlation, None)
             late = self._late.pop(correlation, None) is not None
-            first = (
-                self._strays.setdefault(correlation, now) if future is None and not late else 0.0
-            )
         if future is not None:
             self.stats["answered"] += 1
             future.set_result(delivery)
             return Outcome.ACCEPT
-        if late or now - first > STRAY_GRACE:
-            self.stats["late"] += 1
-            log.warning("late answer on %s dropped (correlation id %s)", self.queue, correlation)
+        if late:
+            self._drop_late(correlation)
+            return Outcome.ACCEPT
+        if self.handoff is not None:
+            try:
+                inbox = self.handoff.forward(delivery)
+            except HandoffUnavailable as exc:
+                log.warning("cannot hand over an answer: %s", exc)
+            else:
+                if inbox is None:
+                    self._drop_late(correlation)
+                else:
+                    self.stats["handed_over"] += 1
+                return Outcome.ACCEPT
+        return self._release_stray(correlation, now)
+
+    def _release_stray(self, correlation: str, now: float) -> Outcome:
+        """Without a handoff: leave the answer to the other processes for a while."""
+        with self._lock:
+            first = self._strays.setdefault(correlation, now)
+        if now - first > STRAY_GRACE:
             with self._lock:
                 self._strays.pop(correlation, None)
+            self._drop_late(correlation)
             return Outcome.ACCEPT
         self.stats["stray"] += 1
         return Outcome.RELEASE
+
+    def _drop_late(self, correlation: str) -> None:
+        self.stats["late"] += 1
+        log.warning("late answer on %s dropped (correlation id %s)", self.queue, correlation)
 
     def _forget_old(self, now: float) -> None:
         """Drop bookkeeping older than the grace period (called with the lock held)."""
@@ -322,11 +446,20 @@ _routers: weakref.WeakKeyDictionary[Transport, dict[str, ReplyRouter]] = weakref
 _routers_lock = threading.Lock()
 
 
-def replies_for(transport: Transport, queue: str) -> ReplyRouter:
+def replies_for(transport: Transport, queue: str, handoff: Handoff | None = None) -> ReplyRouter:
     """The process's shared reply consumer of `queue` on `transport`."""
     with _routers_lock:
         per_queue = _routers.setdefault(transport, {})
         router = per_queue.get(queue)
         if router is None:
-            router = per_queue[queue] = ReplyRouter(transport, queue)
+            router = per_queue[queue] = ReplyRouter(transport, queue, handoff)
         return router
+
+
+def stop_replies(transport: Transport) -> None:
+    """Stop this process's reply consumers on `transport` (the process is about to exit);
+    a later request starts them again."""
+    with _routers_lock:
+        routers = list(_routers.get(transport, {}).values())
+    for router in routers:
+        router.stop()

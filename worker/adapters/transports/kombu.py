@@ -21,6 +21,7 @@ from worker.adapters.transports.base import (
     Delivery,
     Envelope,
     Handler,
+    Handoff,
     Outcome,
     Subscription,
     Transport,
@@ -57,8 +58,9 @@ class KombuTransport:
 
     name = "kombu"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, handoff: Handoff | None = None) -> None:
         self.url = url
+        self.handoff = handoff  # answers other processes' reply consumers took
         self._conn: Connection | None = None
         self._producer: Producer | None = None
         self._declared: set[str] = set()
@@ -159,7 +161,7 @@ class KombuTransport:
 
     def request(self, item: Envelope, reply_queue: str, timeout: float) -> Delivery | None:
         """Publish with the headers correlationId / replyTo, then wait on `reply_queue`."""
-        return wait_for_answer(self, item, reply_queue, timeout)
+        return wait_for_answer(self, item, reply_queue, timeout, self.handoff)
 
     def open(self, delivery: Delivery) -> bytes:
         """On kombu the body is the XML document itself."""

@@ -39,6 +39,7 @@ from worker.adapters.transports.base import (
     Delivery,
     Envelope,
     Handler,
+    Handoff,
     Outcome,
     Subscription,
     wait_for_answer,
@@ -336,8 +337,16 @@ class NhnTransport:
 
     name = "nhn"
 
-    def __init__(self, url: str, protection: Protection, *, credit: int = LINK_CREDIT) -> None:
+    def __init__(
+        self,
+        url: str,
+        protection: Protection,
+        *,
+        credit: int = LINK_CREDIT,
+        handoff: Handoff | None = None,
+    ) -> None:
         self.url = url
+        self.handoff = handoff  # answers other processes' reply consumers took
         self._address: BusAddress | None = None
         self.protection = protection
         self.credit = credit
@@ -442,7 +451,7 @@ class NhnTransport:
 
     def request(self, item: Envelope, reply_queue: str, timeout: float) -> Delivery | None:
         """Send to the clinic's `_sync` queue, reply-to our `_syncreply`, and wait."""
-        return wait_for_answer(self, item, reply_queue, timeout)
+        return wait_for_answer(self, item, reply_queue, timeout, self.handoff)
 
     def open(self, delivery: Delivery) -> bytes:
         """Check the header fields, then decrypt and verify the body (BusRefusal if not)."""
