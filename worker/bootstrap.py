@@ -99,7 +99,7 @@ def make_transport(cfg: Settings, registry: Registry) -> Transport:
 
     book = crypto.CertificateBook(partial(_clinic, registry))
     protection = CmsProtection(own, book, cpa_ids=partial(_cpa_id, registry))
-    return NhnTransport(cfg.epj_url, protection)
+    return NhnTransport(cfg.epj_url, protection, credit=cfg.nhn_credit)
 
 
 def _clinic(registry: Registry, her_id: str) -> crypto.ClinicCertificates | None:

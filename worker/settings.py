@@ -75,6 +75,22 @@ class Settings(BaseSettings):
         default=None, description="Redis for the lookup cache; defaults to a redis:// broker_url"
     )
 
+    # Receiving on the national bus (the `nhn` transport only).
+    nhn_credit: int = Field(
+        # 8: enough to keep two pool processes busy, little stranded by a killed worker
+        default=8,
+        gt=0,
+        le=1000,
+        description="unsettled messages each receiving link holds at most",
+    )
+    nhn_handlers: int = Field(
+        # 0: the worker's pool processes decrypt and store bus messages, as kombu's inbound
+        default=0,
+        ge=0,
+        le=64,
+        description="0: bus messages handled in the pool; N: by N threads of the main process",
+    )
+
     # Keys and certificates of our own party (PEM files; the `nhn` transport only).
     signing_key: Path | None = Field(default=None, description="private key that signs (PEM)")
     signing_cert: Path | None = Field(default=None, description="its certificate, nonRepudiation")
