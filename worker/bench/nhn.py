@@ -109,7 +109,9 @@ def nhn_stack(settings: Settings, n: int, amqp_host: str = "127.0.0.1") -> Itera
 def nhn_env(cfg: Settings) -> dict[str, str]:
     """What the nhn worker reads on top of the kombu bench worker's environment."""
     env = {"TIMEBOK_EPJ_TRANSPORT": "nhn"}
-    for name in ("signing_key", "signing_cert", "encryption_key", "encryption_cert"):
+    names = ("signing_key", "signing_cert", "encryption_key", "encryption_cert")
+    # The bench's own TIMEBOK_NHN_CREDIT / _HANDLERS reach the worker: each can be measured.
+    for name in (*names, "nhn_credit", "nhn_handlers"):
         env[f"TIMEBOK_{name.upper()}"] = str(getattr(cfg, name))
     return env
 
