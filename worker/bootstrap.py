@@ -110,7 +110,7 @@ def make_transport(cfg: Settings, registry: Registry) -> Transport:
 
     book = crypto.CertificateBook(partial(_clinic, registry))
     protection = CmsProtection(own, book, cpa_ids=partial(_cpa_id, registry))
-    return NhnTransport(cfg.epj_url, protection, handoff=handoff)
+    return NhnTransport(cfg.epj_url, protection, handoff=handoff, credit=cfg.nhn_credit)
 
 
 def make_handoff(cfg: Settings) -> Handoff | None:

@@ -87,6 +87,23 @@ class Settings(BaseSettings):
         default=64 * 1024, gt=0, description="largest request body the API reads (else 413)"
     )
 
+    # Receiving on the national bus (the `nhn` transport only).
+    nhn_credit: int = Field(
+        # 8: enough to keep two pool processes busy, little stranded by a killed worker
+        default=8,
+        gt=0,
+        le=1000,
+        description="unsettled messages each receiving link holds at most",
+    )
+    nhn_handlers: int = Field(
+        # 4 threads of the main process: the least CPU per message on a busy 2-core machine;
+        # 0 hands bus messages to the pool processes (every core, but more CPU per message)
+        default=4,
+        ge=0,
+        le=64,
+        description="bus message handler threads of the main process; 0: the pool processes",
+    )
+
     # Keys and certificates of our own party (PEM files; the `nhn` transport only).
     signing_key: Path | None = Field(default=None, description="private key that signs (PEM)")
     signing_cert: Path | None = Field(default=None, description="its certificate, nonRepudiation")

@@ -653,3 +653,28 @@ def test_a_synchronous_request_gets_its_correlated_answer(bus: Bus) -> None:
     assert answered.is_set() and got is not None
     assert got.correlation_id == msg_id
     assert bus.deps.epj.open(got) == b"<A/>"
+
+
+# -- bus messages handled in the pool processes ------------------------------------------------
+
+
+def test_bus_messages_handled_in_the_pool_processes(bus: Bus) -> None:
+    """TIMEBOK_NHN_HANDLERS=0: the pool decrypts and stores, the main process settles; a
+    copy with the same MsgId waits for the first and gets the same receipt."""
+    bus.worker.stop()
+    env = bus.env | {"TIMEBOK_NHN_HANDLERS": "0"}
+    bus.worker = WorkerProcess(env, bus.tmp / "worker-pool.log").start()
+    req = request("reserve", patient_n=43)
+    patient = _patient(req)
+    uid = str(uuid.uuid4())
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=15)
+    xml = avtale(patient, uid=uid, start=start)
+    msg_id = bus.send(xml, "DIALOG_INNBYGGER_AVTALEUTSENDING")
+    bus.send(xml, "DIALOG_INNBYGGER_AVTALEUTSENDING", msg_id=msg_id)
+    receipts = bus.take(f"{CLINIC}_async", 2)
+    for receipt in receipts:
+        rec = incoming.parse_any(bus.open(receipt))
+        assert isinstance(rec, AppRec) and rec.status is AppRecStatus.OK
+    assert [a["uid"] for a in views.appointments(bus.deps, patient.fnr)] == [uid]
+    assert bus.inbox(patient.fnr) == 1
+    assert bus.quiet(f"{OWN}_async", 1.0) == []  # both settled: nothing left on our queue

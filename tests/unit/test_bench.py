@@ -15,6 +15,7 @@ from worker.bench.run import (
     Drained,
     format_lines,
     latency_ms,
+    parse_sections,
     per_second,
     percentile,
     scenarios,
@@ -180,3 +181,50 @@ def test_cms_figures_are_in_the_results_and_measure_real_work() -> None:
     assert 4_500 <= cms.message_bytes() <= 5_500  # the "about 5 KB dialog message"
     assert cms.sign_encrypt_rate(seconds=0.01) > 0
     assert cms.decrypt_verify_rate(seconds=0.01) > 0
+
+
+def test_sections_of_only_in_run_order() -> None:
+    assert parse_sections("nhn") == ("nhn",)
+    assert parse_sections("lookups, kombu") == ("kombu", "lookups")
+    assert parse_sections("kombu,nhn,lookups,nhn") == ("kombu", "nhn", "lookups")
+    for bad in ("nhm", "", "kombu,x"):
+        with pytest.raises(ValueError, match="unknown section"):
+            parse_sections(bad)
+
+
+class _Drains:
+    """One side's drains, logging their order into a shared list."""
+
+    def __init__(self, name: str, log: list[str], outs: list[float], ins: list[float]) -> None:
+        self.name, self.log, self.outs, self.ins = name, log, outs, ins
+
+    def outbound(self, n: int) -> Drained:
+        self.log.append(f"{self.name} out")
+        rate = self.outs.pop(0)
+        return Drained(rate, [], [], cpu_ms=1_000 / rate)
+
+    def inbound(self, docs: list[object]) -> Drained:
+        self.log.append(f"{self.name} in")
+        rate = self.ins.pop(0)
+        return Drained(rate, [], [], cpu_ms=1_000 / rate)
+
+
+def test_nhn_drains_alternate_with_kombus_and_divide_by_them() -> None:
+    from worker.bench.nhn import nhn_scenarios
+
+    log: list[str] = []
+    kombu = _Drains("kombu", log, outs=[100.0, 200.0], ins=[300.0, 250.0])
+    bus = _Drains("nhn", log, outs=[90.0, 60.0], ins=[100.0, 150.0])
+    got = nhn_scenarios(bus, kombu, 300, 2, kombu_figures=True)  # type: ignore[arg-type]
+    assert log == ["kombu out", "nhn out", "kombu in", "nhn in"] * 2
+    assert got["nhn_outbound_ratio"] == 90.0 / 200.0  # best of each side
+    assert got["nhn_inbound_ratio"] == 150.0 / 300.0
+    assert got["outbound_per_s"] == got["nhn_kombu_outbound_per_s"] == 200.0
+    assert got["nhn_inbound_worker_cpu_ms"] == 1_000 / 150.0
+    alone = nhn_scenarios(
+        _Drains("nhn", [], [50.0], [40.0]),
+        _Drains("kombu", [], [100.0], [80.0]),
+        300,
+        1,  # type: ignore[arg-type]
+    )
+    assert "outbound_per_s" not in alone and alone["nhn_outbound_ratio"] == 0.5

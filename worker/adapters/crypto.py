@@ -15,10 +15,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from asn1crypto import cms as asn1_cms
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature as _BadSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -151,27 +153,68 @@ class KeySettings(Protocol):
 
 
 def check_certificate(cert: x509.Certificate, role: str, now: datetime, *, local: bool) -> None:
-    """Refuse a certificate outside its validity period or without the key usage of `role`."""
-    name = describe(cert)
-    if now < cert.not_valid_before_utc:
+    """Refuse a certificate outside its validity period or without the key usage of `role`.
+
+    What never changes about a certificate (its dates, key usage and key type) is read once
+    per certificate (`_facts`); each call compares the dates with `now` again.
+    """
+    facts = _facts(cert)
+    if now < facts.not_before:
         raise CertificateProblem(
-            f"{role} certificate {name} is not valid before {cert.not_valid_before_utc:%Y-%m-%d}",
+            f"{role} certificate {describe(cert)} is not valid before {facts.not_before:%Y-%m-%d}",
             "transport:expired-certificate",
             local=local,
         )
-    if now > cert.not_valid_after_utc:
+    if now > facts.not_after:
         raise CertificateProblem(
-            f"{role} certificate {name} expired on {cert.not_valid_after_utc:%Y-%m-%d}",
+            f"{role} certificate {describe(cert)} expired on {facts.not_after:%Y-%m-%d}",
             "transport:expired-certificate",
             local=local,
         )
-    if not has_key_usage(cert, role):
+    if not (facts.signs if role == SIGNING else facts.encrypts):
         wanted = "nonRepudiation" if role == SIGNING else "keyEncipherment"
         raise CertificateProblem(
-            f"{role} certificate {name} lacks the key usage {wanted}", local=local
+            f"{role} certificate {describe(cert)} lacks the key usage {wanted}", local=local
         )
-    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
-        raise CertificateProblem(f"{role} certificate {name} has no RSA key", local=local)
+    if facts.rsa_key is None:
+        raise CertificateProblem(f"{role} certificate {describe(cert)} has no RSA key", local=local)
+
+
+@dataclass(frozen=True)
+class _CertFacts:
+    """What the CMS code reads of a certificate on every message, parsed once."""
+
+    not_before: datetime
+    not_after: datetime
+    signs: bool  # key usage nonRepudiation
+    encrypts: bool  # key usage keyEncipherment
+    rsa_key: rsa.RSAPublicKey | None
+    der: bytes
+    issuer_and_serial: bytes  # DER of the CMS IssuerAndSerialNumber naming it
+    subject_key_id: bytes | None
+
+
+@lru_cache(maxsize=1024)  # certificates hash and compare by their DER
+def _facts(cert: x509.Certificate) -> _CertFacts:
+    key = cert.public_key()
+    try:
+        ski: bytes | None = cert.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except x509.ExtensionNotFound:
+        ski = None
+    issuer = asn1_x509.Name.load(cert.issuer.public_bytes())
+    ias = asn1_cms.IssuerAndSerialNumber({"issuer": issuer, "serial_number": cert.serial_number})
+    return _CertFacts(
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        signs=has_key_usage(cert, SIGNING),
+        encrypts=has_key_usage(cert, ENCRYPTION),
+        rsa_key=key if isinstance(key, rsa.RSAPublicKey) else None,
+        der=cert.public_bytes(serialization.Encoding.DER),
+        issuer_and_serial=ias.dump(),
+        subject_key_id=ski,
+    )
 
 
 def has_key_usage(cert: x509.Certificate, role: str) -> bool:
@@ -480,17 +523,13 @@ def _names_certificate(ktri: Any, cert: x509.Certificate) -> bool:
 
 
 def _is_issuer_and_serial(ias: Any, cert: x509.Certificate) -> bool:
-    return bool(
-        ias["serial_number"].native == cert.serial_number
-        and ias["issuer"].dump() == cert.issuer.public_bytes()
-    )
+    # Byte for byte: the message passed the strict DER check, so equal bytes are exactly an
+    # equal issuer name and serial number.
+    return bool(ias.dump() == _facts(cert).issuer_and_serial)
 
 
 def _subject_key_id(cert: x509.Certificate) -> bytes | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        return None
+    return _facts(cert).subject_key_id
 
 
 def _unwrap(ktri: Any, key: rsa.RSAPrivateKey) -> bytes | None:
@@ -694,7 +733,7 @@ def _check_signer_identity(signed: Any, signer: Any, cert: x509.Certificate) -> 
         )
     # As Helsenorge.Messaging: the signer's certificate travels in the message. Here it must be
     # byte for byte the registered one; any others must be its CA chain (checked below).
-    registered = cert.public_bytes(serialization.Encoding.DER)
+    registered = _facts(cert).der
     embedded = [c.dump() for c in _embedded_certificates(signed)]
     if registered not in embedded:
         raise UnknownSigner(
@@ -782,8 +821,8 @@ def _check_signature(
 
 
 def _rsa_public(cert: x509.Certificate) -> rsa.RSAPublicKey:
-    key = cert.public_key()
-    if not isinstance(key, rsa.RSAPublicKey):
+    key = _facts(cert).rsa_key
+    if key is None:
         raise CertificateProblem(f"certificate {describe(cert)} has no RSA key")
     return key
 

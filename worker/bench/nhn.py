@@ -109,7 +109,9 @@ def nhn_stack(settings: Settings, n: int, amqp_host: str = "127.0.0.1") -> Itera
 def nhn_env(cfg: Settings) -> dict[str, str]:
     """What the nhn worker reads on top of the kombu bench worker's environment."""
     env = {"TIMEBOK_EPJ_TRANSPORT": "nhn"}
-    for name in ("signing_key", "signing_cert", "encryption_key", "encryption_cert"):
+    names = ("signing_key", "signing_cert", "encryption_key", "encryption_cert")
+    # The bench's own TIMEBOK_NHN_CREDIT / _HANDLERS reach the worker: each can be measured.
+    for name in (*names, "nhn_credit", "nhn_handlers"):
         env[f"TIMEBOK_{name.upper()}"] = str(getattr(cfg, name))
     return env
 
@@ -250,20 +252,39 @@ def _uid(doc: DialogMessage) -> str:
     return doc.event.uid
 
 
-def nhn_scenarios(rig: NhnRig, n: int, rounds: int) -> dict[str, float]:
-    """nhn outbound and inbound drains, `rounds` times, the best of each."""
-    outbound = rig.outbound(n)
-    inbound = rig.inbound(outbound.docs)
-    for _ in range(rounds - 1):
-        out = rig.outbound(n)
-        inbound = max(inbound, rig.inbound(out.docs), key=_rate)
-        outbound = max(outbound, out, key=_rate)
-    return {
-        "nhn_outbound_per_s": outbound.rate,
-        "nhn_inbound_per_s": inbound.rate,
-        "nhn_outbound_worker_cpu_ms": outbound.cpu_ms,
-        "nhn_inbound_worker_cpu_ms": inbound.cpu_ms,
+def nhn_scenarios(
+    rig: NhnRig, kombu: Rig, n: int, rounds: int, kombu_figures: bool = False
+) -> dict[str, float]:
+    """nhn outbound and inbound drains, `rounds` times, the best of each, each right after
+    the same kombu drain: the ratios divide by those kombu rates (`kombu_figures`: they are
+    also the results' outbound / inbound figures)."""
+    best: dict[str, Drained] = {}
+
+    def keep(name: str, drained: Drained) -> Drained:
+        best[name] = max(best.get(name, drained), drained, key=_rate)
+        return drained
+
+    for _ in range(rounds):
+        out = keep("kombu_out", kombu.outbound(n))
+        bus_out = keep("nhn_out", rig.outbound(n))
+        keep("kombu_in", kombu.inbound(out.docs))
+        keep("nhn_in", rig.inbound(bus_out.docs))
+    results = {
+        "nhn_outbound_per_s": best["nhn_out"].rate,
+        "nhn_inbound_per_s": best["nhn_in"].rate,
+        "nhn_outbound_worker_cpu_ms": best["nhn_out"].cpu_ms,
+        "nhn_inbound_worker_cpu_ms": best["nhn_in"].cpu_ms,
+        "nhn_outbound_ratio": best["nhn_out"].rate / best["kombu_out"].rate,
+        "nhn_inbound_ratio": best["nhn_in"].rate / best["kombu_in"].rate,
+        "nhn_kombu_outbound_per_s": best["kombu_out"].rate,
+        "nhn_kombu_inbound_per_s": best["kombu_in"].rate,
     }
+    if kombu_figures:
+        results["outbound_per_s"] = best["kombu_out"].rate
+        results["inbound_per_s"] = best["kombu_in"].rate
+        results["outbound_worker_cpu_ms"] = best["kombu_out"].cpu_ms
+        results["inbound_worker_cpu_ms"] = best["kombu_in"].cpu_ms
+    return results
 
 
 def _rate(drained: Drained) -> float:

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -44,6 +45,7 @@ REQUIRED = (
     "worker_rss_mb",
     "cli_start_ms",
 )
+SECTIONS = ("kombu", "nhn", "lookups")  # what `--only` can select; all of them by default
 RESULTS_FILE = Path("bench-results.json")
 PACED_SECONDS = 3.0  # length of each half-rate run
 ROUNDS = 2  # each drain this many times, the best counts
@@ -104,7 +106,16 @@ def write_json(results: Mapping[str, float], path: Path) -> None:
 # -- the command ------------------------------------------------------------------------------
 
 
-def run(settings: Settings, n: int, rounds: int = ROUNDS) -> int:
+def parse_sections(text: str) -> tuple[str, ...]:
+    """`kombu,nhn` -> the sections in their run order; ValueError naming an unknown one."""
+    wanted = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(wanted - set(SECTIONS))
+    if unknown or not wanted:
+        raise ValueError(f"unknown section {', '.join(unknown) or '(none)'}: {', '.join(SECTIONS)}")
+    return tuple(name for name in SECTIONS if name in wanted)
+
+
+def run(settings: Settings, n: int, rounds: int = ROUNDS, only: Sequence[str] = SECTIONS) -> int:
     """`timebok bench`: print one `name=value` line per figure and write bench-results.json."""
     if n < 20:
         print("timebok bench: --n must be at least 20", file=sys.stderr)
@@ -114,7 +125,7 @@ def run(settings: Settings, n: int, rounds: int = ROUNDS) -> int:
         return 2
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        results = measure(settings, n, rounds)
+        results = measure(settings, n, rounds, only)
     except BenchError as exc:
         print(f"timebok bench: {exc}", file=sys.stderr)
         return 1
@@ -136,21 +147,36 @@ def say(line: str) -> None:
     print(f"bench: {line}", file=sys.stderr, flush=True)
 
 
-def measure(settings: Settings, n: int, rounds: int = ROUNDS) -> dict[str, float]:
-    """Set up the private stack, run every scenario, tear everything down."""
+def measure(
+    settings: Settings, n: int, rounds: int = ROUNDS, only: Sequence[str] = SECTIONS
+) -> dict[str, float]:
+    """Set up the private stacks of the selected sections, run their scenarios, tear down.
+
+    The nhn ratios divide by kombu drains run in turn with the nhn ones (both workers up,
+    kombu outbound, nhn outbound, kombu inbound, nhn inbound, each round), so a machine
+    whose speed drifts from minute to minute weighs on both sides alike. With `nhn` alone
+    those kombu drains are the kombu figures printed (no no-op, mapping, half-rate or CLI).
+    """
     from worker.bench.nhn import nhn_scenarios, nhn_stack
     from worker.bench.rig import private_stack
 
-    with private_stack(settings, n) as rig:
-        results = scenarios(rig, n, rounds)
-    # The national bus, the same drains in the same run: its ratios are to kombu's figures.
-    with nhn_stack(settings, n) as nhn:
-        results |= nhn_scenarios(nhn, n, rounds)
-    results["nhn_outbound_ratio"] = results["nhn_outbound_per_s"] / results["outbound_per_s"]
-    results["nhn_inbound_ratio"] = results["nhn_inbound_per_s"] / results["inbound_per_s"]
-    from worker.bench.lookups import lookup_figures
+    results: dict[str, float] = {}
+    with ExitStack() as stack:
+        if "kombu" in only or "nhn" in only:
+            rig = stack.enter_context(private_stack(settings, n))
+            if "kombu" in only:
+                results = scenarios(rig, n, rounds)
+            if "nhn" in only:
+                bus = stack.enter_context(nhn_stack(settings, n))
+                results |= nhn_scenarios(bus, rig, n, rounds, "kombu" not in only)
+                if "kombu" not in only:
+                    results["cms_sign_encrypt_per_s"] = rig.frozen(cms.sign_encrypt_rate)
+                    results["cms_decrypt_verify_per_s"] = rig.frozen(cms.decrypt_verify_rate)
+                    results["n"], results["rounds"] = float(n), float(rounds)
+    if "lookups" in only:
+        from worker.bench.lookups import lookup_figures
 
-    results |= lookup_figures(settings)
+        results |= lookup_figures(settings)
     return results
 
 

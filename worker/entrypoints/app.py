@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -272,7 +274,7 @@ class InboundConsumer(bootsteps.ConsumerStep):
 
             load_own_keys(settings)  # bad keys of our own stop the worker here, saying which
             # The national bus: our async and error queues over AMQP 1.0, in a thread.
-            self.epj = BusConsumer()
+            self.epj = BusConsumer(settings.nhn_handlers, c.pool, getattr(c, "hub", None))
             self.epj.start()
             return
         if settings.epj_url != settings.broker_url:
@@ -433,28 +435,45 @@ class EpjBrokerConsumer(ConsumerMixin):
         self.connection.release()
 
 
-BUS_THREADS = 4  # handlers of bus messages at once in the worker's main process
-
-
 class BusConsumer:
-    """Our `_async` and `_error` queues on the national bus, handled by a few threads.
+    """Our `_async` and `_error` queues on the national bus, handed to threads or the pool.
 
-    A handler mostly waits (decrypt in C, the database, the broker's `accepted` for our
-    AppRec), so a few threads overlap those waits; the link credit bounds what is in hand.
+    By default (TIMEBOK_NHN_HANDLERS=4) four threads of the main process open and store each
+    message: one IO thread receives and publishes for all of them, which costs the least CPU
+    per message. With TIMEBOK_NHN_HANDLERS=0 the pool processes do it, as they do kombu's
+    inbound: decrypting, parsing and the database work then use every core, not the one the
+    main process's interpreter lock allows, at the price of the pool's hand-over and an IO
+    thread per pool process; the main process receives, passes each message to the event
+    loop and settles it when the pool's answer comes (a worker without a pool event loop
+    uses 4 threads).
+
     Copies of one message (same MsgId) are handled one after another, as on kombu. Each
     message is settled `accepted` after its transaction committed (or after a refused
-    one's dead letter was stored), `released` when the store or bus was unavailable.
+    one's dead letter was stored), `released` when the store or bus was unavailable or the
+    pool process died, `rejected` only for what can never be processed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, handlers: int = 4, pool: Any = None, hub: Any = None) -> None:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
-        self.pool = ThreadPoolExecutor(BUS_THREADS, thread_name_prefix="timebok-bus")
         self.lock = threading.Lock()
         self.busy: dict[str, list[Any]] = {}  # MsgId in hand -> copies waiting behind it
+        in_pool = handlers == 0 and pool is not None and hub is not None
+        self.pool: Any = pool if in_pool else None
+        self.hub: Any = hub if in_pool else None
+        self.threads = (
+            None if in_pool else ThreadPoolExecutor(handlers or 4, thread_name_prefix="timebok-bus")
+        )
+        # Messages for the event loop, and the pipe that wakes it (one byte per batch).
+        self.handed: list[tuple[str, Any]] = []
+        self.wake_pending = False
+        self.wake_r, self.wake_w = os.pipe() if in_pool else (-1, -1)
 
     def start(self) -> None:
-        """Consume in a daemon thread."""
+        """Consume in a daemon thread (the event loop hands messages to the pool)."""
+        if self.hub is not None:
+            os.set_blocking(self.wake_r, False)
+            self.hub.add_reader(self.wake_r, self._on_wake)
         self.thread = threading.Thread(target=self.run, name="timebok-bus", daemon=True)
         self.thread.start()
 
@@ -470,14 +489,67 @@ class BusConsumer:
             sub.close()
 
     def on_delivery(self, delivery: Any) -> None:
-        """Hand it to a handler thread, unless a copy of it is in hand already."""
+        """Hand it on, unless a copy of it is in hand already."""
         key = f"{delivery.queue}:{delivery.headers.get('msgId') or id(delivery)}"
         with self.lock:
             if key in self.busy:
                 self.busy[key].append(delivery)
                 return
             self.busy[key] = []
-        self.pool.submit(self._handle, key, delivery)
+        if self.threads is not None:
+            self.threads.submit(self._handle, key, delivery)
+            return
+        with self.lock:
+            self.handed.append((key, delivery))
+            if self.wake_pending:
+                return
+            self.wake_pending = True
+        os.write(self.wake_w, b"!")
+
+    # -- in the pool (the event loop's thread) ----------------------------------------------
+
+    def _on_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.wake_r, 4096)
+        with self.lock:
+            self.wake_pending = False
+            handed, self.handed = self.handed, []
+        for key, delivery in handed:
+            self._apply(key, delivery)
+
+    def _apply(self, key: str, delivery: Any) -> None:
+        try:
+            self.pool.apply_async(
+                handle_bus,
+                args=(_wire(delivery),),
+                callback=partial(self._done, key, delivery),
+                error_callback=partial(self._lost, key, delivery),
+            )
+        except Exception as exc:  # the pool is restarting (after a reconnect): not now
+            log.warning("bus message released, pool not ready: %r", exc)
+            self._done(key, delivery, "released")
+
+    def _done(self, key: str, delivery: Any, outcome: str) -> None:
+        from worker.adapters.transports.base import Outcome
+
+        try:
+            delivery.finish(Outcome(outcome))
+        finally:
+            with self.lock:
+                waiting = self.busy.get(key)
+                following = waiting.pop(0) if waiting else None
+                if following is None:
+                    self.busy.pop(key, None)
+            if following is not None:
+                self._apply(key, following)
+
+    def _lost(self, key: str, delivery: Any, einfo: Any) -> None:
+        # The pool process died (or failed outside the handler's own error handling): the
+        # message goes back to the queue; a redelivery is deduplicated by MsgId.
+        log.warning("bus message released: %s", getattr(einfo, "exception", einfo))
+        self._done(key, delivery, "released")
+
+    # -- in threads of the main process -----------------------------------------------------
 
     def _handle(self, key: str, delivery: Any) -> None:
         from worker.adapters.transports.base import Outcome
@@ -502,7 +574,41 @@ class BusConsumer:
         self.stopping.set()
         if self.thread is not None:
             self.thread.join(timeout=10)
-        self.pool.shutdown(wait=True, cancel_futures=False)
+        if self.threads is not None:
+            self.threads.shutdown(wait=True, cancel_futures=False)
+        if self.hub is not None:
+            with contextlib.suppress(Exception):
+                self.hub.remove_reader(self.wake_r)
+            for fd in (self.wake_r, self.wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _wire(delivery: Any) -> dict[str, Any]:
+    """What a pool process needs of a bus delivery (plain values: it is pickled)."""
+    return {
+        "queue": delivery.queue,
+        "body": delivery.body,
+        "headers": dict(delivery.headers),
+        "content_type": delivery.content_type,
+        "reply_to": delivery.reply_to,
+        "correlation_id": delivery.correlation_id,
+        "redelivered": delivery.redelivered,
+    }
+
+
+def handle_bus(wire: dict[str, Any]) -> str:
+    """In a pool process: open and store one bus message; its settle outcome's value."""
+    from worker.adapters.transports.base import Delivery, Outcome
+    from worker.flows.bus import take
+
+    delivery = Delivery(settle=lambda _outcome: None, **wire)
+    try:
+        with scope(msg_id=str(delivery.headers.get("msgId") or "")):
+            return take(deps(), delivery).value
+    except Exception:  # a bug must not leave the message in hand forever
+        log.exception("bus message released")
+        return Outcome.RELEASE.value
 
 
 def _settle_message(message: Message, *, ack: bool) -> None:

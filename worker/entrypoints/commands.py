@@ -564,11 +564,24 @@ def _bench(sub: Any) -> None:
         default=2,
         help="noop, outbound and inbound drains, each this many times; the best of each counts (2)",
     )
+    p.add_argument(
+        "--only",
+        default="kombu,nhn,lookups",
+        metavar="SECTIONS",
+        help="comma-separated sections to run: kombu (drains, mapping, CMS, half-rate, CLI), "
+        "nhn (the drains on the national bus; also runs kombu's outbound and inbound drains, "
+        "which its ratios divide by), lookups (default: all three)",
+    )
     p.set_defaults(handler=run_bench)
 
 
 def run_bench(args: argparse.Namespace, settings: Settings) -> int:
     """Run the benchmark."""
-    from worker.bench.run import run
+    from worker.bench.run import parse_sections, run
 
-    return run(settings, args.n, args.rounds)
+    try:
+        only = parse_sections(args.only)
+    except ValueError as exc:
+        print(f"timebok bench: --only: {exc}", file=sys.stderr)
+        return 2
+    return run(settings, args.n, args.rounds, only)

@@ -52,6 +52,7 @@ CMS_CONTENT_TYPE = "application/pkcs7-mime; smime-type=signed-and-enveloped-data
 # Each receiving link holds at most this many unsettled messages: enough to keep a worker's
 # pool busy, few enough that a killed worker strands little (RabbitMQ returns them to the
 # queue as soon as the connection drops). One more credit is granted per settlement.
+# The worker's is TIMEBOK_NHN_CREDIT (same default).
 LINK_CREDIT = 8
 PUBLISH_TIMEOUT = 10.0  # seconds to wait for the broker's `accepted` before giving up
 BACKOFF_MAX = 10.0  # seconds between reconnect attempts, at most
@@ -134,6 +135,11 @@ class _Io(MessagingHandler):
         self.address = address
         self.credit = credit
         self.calls: deque[Callable[[], None]] = deque()
+        # One wake-up in flight is enough for any number of calls: a burst of publishes or
+        # settlements from other threads costs one pipe write and one IO-thread turn.
+        self._wake_lock = threading.Lock()
+        self._wake_sent = False
+        self._reconnect_pending = False
         self.injector = EventInjector()
         self.container = Container(self)
         self.container.selectable(self.injector)
@@ -161,7 +167,11 @@ class _Io(MessagingHandler):
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run `fn` in the IO thread soon."""
-        self.calls.append(fn)
+        with self._wake_lock:
+            self.calls.append(fn)
+            if self._wake_sent:
+                return
+            self._wake_sent = True
         self.injector.trigger(ApplicationEvent("wake"))
 
     def stop(self) -> None:
@@ -180,6 +190,8 @@ class _Io(MessagingHandler):
     # -- in the IO thread ---------------------------------------------------------------
 
     def on_wake(self, _event: Any) -> None:
+        with self._wake_lock:
+            self._wake_sent = False  # calls appended from now on wake the thread again
         while self.calls:
             self.calls.popleft()()
 
@@ -311,14 +323,16 @@ class _Io(MessagingHandler):
         self._fail_all(EpjUnavailable(f"connection to the bus lost: {self.last_error}"))
         self.senders.clear()
         self.receivers.clear()
-        if self.closing:
-            return
+        if self.closing or self._reconnect_pending:
+            return  # proton tells a lost connection twice (closed, disconnected): one retry
+        self._reconnect_pending = True
         self.delay = min(BACKOFF_MAX, max(0.2, self.delay * 2))
         jittered = random.uniform(self.delay / 2, self.delay)  # noqa: S311
         log.warning("nhn connection down (%s); reconnecting in %.1f s", self.last_error, jittered)
         self.container.schedule(jittered, self)
 
     def on_timer_task(self, _event: Any) -> None:
+        self._reconnect_pending = False
         if not self.closing:
             self._connect()
 
@@ -446,7 +460,7 @@ class NhnTransport:
             raise EpjUnavailable(f"cannot read depth of {queue}: {exc}") from exc
 
     def subscribe(self, queues: Sequence[str], handler: Handler) -> Subscription:
-        """Receivers on `/amq/queue/<queue>` for each queue, `LINK_CREDIT` each."""
+        """Receivers on `/amq/queue/<queue>` for each queue, `credit` each."""
         return NhnSubscription(self._loop(), queues, handler)
 
     def request(self, item: Envelope, reply_queue: str, timeout: float) -> Delivery | None:
