@@ -188,10 +188,12 @@ def get_free_slots(
     except lookups.Busy as exc:
         retry = {"Retry-After": str(BUSY_RETRY_SECONDS)}
         raise ApiProblem(503, str(exc), slug="busy", headers=retry) from None
+    except lookups.UnreadableAnswer as exc:
+        raise ApiProblem(502, str(exc), slug="lookup-failed") from None
     except lookups.NoAnswer as exc:
         raise ApiProblem(504, str(exc), slug="no-answer") from None
-    except lookups.LookupFailed as exc:
-        raise ApiProblem(502, str(exc), slug="lookup-failed") from None
+    except lookups.LookupRefused as exc:
+        raise ApiProblem(502, str(exc), slug="lookup-refused") from None
 
 
 # -- the citizen's own -------------------------------------------------------------------------
