@@ -30,7 +30,8 @@ from worker import metrics
 from worker.adapters.registry import Clinic
 from worker.adapters.transports.base import BusRefusal, Delivery, Envelope, transport_headers
 from worker.errors import EpjUnavailable, PermanentError, TransientError
-from worker.request import AppointmentKind, Service
+from worker.kinds import AppointmentKind
+from worker.request import Service
 from worker.settings import sync_queue, sync_reply_queue
 
 if TYPE_CHECKING:

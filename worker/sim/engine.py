@@ -49,7 +49,7 @@ from worker.adapters.registry import Clinic
 from worker.adapters.transports import kombu as epj
 from worker.adapters.transports.base import BusRefusal
 from worker.errors import EpjUnavailable
-from worker.request import appointment_type_code
+from worker.kinds import appointment_type_code
 from worker.settings import async_queue, sync_queue
 from worker.sim.policy import (
     CANCELLED,
