@@ -9,9 +9,8 @@ connection) or `open_store(...)`, the database alone.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from worker.adapters.store.read import Reader, ReadStore, Row, utc
 from worker.errors import NotFound
@@ -39,8 +38,7 @@ class Source(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ReadDeps:
+class ReadDeps(NamedTuple):
     """The database alone, opened per view: what a read-only command needs."""
 
     store: ReadStore
@@ -162,8 +160,7 @@ def inbox(deps: Source, fnr: str) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass(frozen=True)
-class Appointment:
+class Appointment(NamedTuple):
     """One stored appointment (the columns of `appointments`)."""
 
     uid: str
@@ -184,7 +181,7 @@ class Appointment:
     @classmethod
     def of(cls, row: Row) -> Appointment:
         """From a row of `appointments`."""
-        columns = {name: row[name] for name in cls.__dataclass_fields__}
+        columns = {name: row[name] for name in cls._fields}
         return cls(**(columns | {k: utc(row[k]) for k in ("start", "end", "updated_at")}))
 
 

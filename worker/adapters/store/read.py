@@ -15,9 +15,8 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from worker.errors import StoreUnavailable
@@ -68,9 +67,9 @@ def utc(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class ReadStore:
-    """The database of a store URL, opened per read by the driver alone."""
+class ReadStore(NamedTuple):
+    """The database of a store URL, opened per read by the driver alone (a NamedTuple, not
+    a dataclass: `dataclasses` imports `inspect`, a tenth of a read-only verb's start)."""
 
     url: str
     schema: str | None = None
