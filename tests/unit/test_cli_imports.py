@@ -117,10 +117,12 @@ def _appointment() -> AppointmentRow:
     )
 
 
-def imports(database: str, *verb: str) -> tuple[set[str], str]:
+def imports(database: str, *verb: str, schema: str | None = None) -> tuple[set[str], str]:
     """The top-level packages `timebok VERB` imports, and what it printed."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TIMEBOK_")}
     env["TIMEBOK_DATABASE_URL"] = database
+    if schema:
+        env["TIMEBOK_DATABASE_SCHEMA"] = schema
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "worker.entrypoints.cli", *verb],
         env=env,

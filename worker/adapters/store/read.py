@@ -32,9 +32,10 @@ class Reader:
     `%(name)s`.
     """
 
-    def __init__(self, dbapi: Any, *, postgres: bool) -> None:
+    def __init__(self, dbapi: Any, *, postgres: bool, decodes_json: bool | None = None) -> None:
         self._dbapi = dbapi
         self.postgres = postgres
+        self._decodes_json = postgres if decodes_json is None else decodes_json
 
     def rows(self, sql: str, **params: Any) -> list[Row]:
         """Every row of a query, each as a dict by column name."""
@@ -48,8 +49,8 @@ class Reader:
             cursor.close()
 
     def json(self, value: Any) -> Any:
-        """A JSON column's value: SQLite returns its text, psycopg the decoded value."""
-        return json.loads(value) if value is not None and not self.postgres else value
+        """A JSON column's value: SQLite and libpq return its text, psycopg the decoded value."""
+        return json.loads(value) if value is not None and not self._decodes_json else value
 
     def row(self, sql: str, **params: Any) -> Row | None:
         """The first row of a query, or None."""
@@ -113,6 +114,28 @@ def _sqlite(rest: str) -> Iterator[Reader]:
 
 @contextmanager
 def _postgres(conninfo: str, schema: str | None) -> Iterator[Reader]:
+    """libpq itself when the system has it (importing psycopg costs a read-only command
+    three times the rest of its start), else psycopg."""
+    from worker.adapters.store import libpq
+
+    try:
+        conn = libpq.connect(conninfo, schema)
+    except libpq.Missing:
+        with _psycopg(conninfo, schema) as reader:
+            yield reader
+        return
+    except libpq.Error as exc:
+        raise StoreUnavailable(f"database error: {exc!s}"[:300]) from exc
+    try:
+        yield Reader(conn, postgres=True, decodes_json=False)
+    except libpq.Error as exc:
+        raise StoreUnavailable(f"database error: {exc!s}"[:300]) from exc
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _psycopg(conninfo: str, schema: str | None) -> Iterator[Reader]:
     import psycopg
 
     options: dict[str, Any] = {"options": f"-csearch_path={schema}"} if schema else {}
