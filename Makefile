@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-unit demo bench chaos chaos-redis schema clean help
+.PHONY: install lint test test-unit demo bench chaos chaos-nhn chaos-redis schema clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,9 @@ bench: $(STAMP)  ## throughput benchmark against Celery's own ceiling
 
 chaos: $(STAMP)  ## RabbitMQ, 2,000 bookings: workers, RabbitMQ, PostgreSQL, simulator killed / restarted; nothing lost
 	TIMEBOK_CHAOS_BOOKINGS=$${TIMEBOK_CHAOS_BOOKINGS:-2000} $(BIN)/python -m pytest -q -s tests/chaos/test_chaos.py -k rabbitmq
+
+chaos-nhn: $(STAMP)  ## the RabbitMQ run with the EPJ side on nhn (AMQP 1.0 + CMS), 2,000 bookings; nothing lost
+	TIMEBOK_CHAOS_BOOKINGS=$${TIMEBOK_CHAOS_BOOKINGS:-2000} $(BIN)/python -m pytest -q -s tests/chaos/test_chaos.py -k nhn
 
 chaos-redis: $(STAMP)  ## the same on Redis (2,000 bookings): what kombu's Redis transport loses, as figures
 	TIMEBOK_CHAOS_BOOKINGS=$${TIMEBOK_CHAOS_BOOKINGS:-2000} $(BIN)/python -m pytest -q -s tests/chaos/test_chaos.py -k redis

@@ -105,3 +105,14 @@ class WorkerProcess:
             self.proc.wait(5)
         self.proc = None
         self._out.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked on_request run only when picked with -k (e.g. `make chaos-nhn`): a plain
+    `pytest` (`make test`) deselects them, and says so in its summary."""
+    if config.option.keyword:
+        return
+    wanted = [item for item in items if item.get_closest_marker("on_request") is None]
+    if len(wanted) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in wanted])
+        items[:] = wanted

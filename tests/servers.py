@@ -136,10 +136,11 @@ def _give(path: Path, user: str) -> None:
 class RabbitNode:
     """A RabbitMQ node of its own: own node name, ports, data and log directories."""
 
-    def __init__(self) -> None:
+    def __init__(self, plugins: tuple[str, ...] = ()) -> None:
         self.dir = _service_dir("timebok-rabbitmq-")
         self.port, self.dist_port = free_port(), free_port()
         self.node = f"timebok-chaos-{os.getpid()}-{self.port}@localhost"
+        self.plugins = plugins  # e.g. rabbitmq_amqp1_0 (the national bus, same port)
 
     def url(self, vhost: str = "") -> str:
         """amqp:// URL (guest) of a vhost on this node."""
@@ -155,14 +156,15 @@ class RabbitNode:
             "RABBITMQ_LOG_BASE": str(self.dir / "log"),
             "RABBITMQ_PID_FILE": str(self.dir / "pid"),
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
-            # No management / prometheus plugins: the node only speaks AMQP.
+            # No management / prometheus plugins: the node only speaks AMQP (0-9-1, and 1.0
+            # with the rabbitmq_amqp1_0 plugin).
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
         }
 
     def start(self, timeout: float = 90.0) -> RabbitNode:
         """Start (or restart, same data) and wait until it accepts connections."""
         (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
-        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         _give(self.dir, "rabbitmq")
         subprocess.run(["rabbitmq-server", "-detached"], env=self.env(), check=True, timeout=60)
         _wait(lambda: listening(self.port), timeout, f"RabbitMQ node {self.node}")

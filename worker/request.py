@@ -26,10 +26,11 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from mappers.codes import AppointmentType, Process, RelationCode, Urgency
+from mappers.codes import Process, RelationCode, Urgency
 from worker import fnr as fnrs
 from worker.domain.booking import Action
 from worker.errors import RejectedRequest
+from worker.kinds import AppointmentKind
 from worker.logs import scrub
 
 SCHEMA_ID: Final = "urn:timebok:schema:booking-request:v1"
@@ -60,15 +61,6 @@ class Service(StrEnum):
     OTHER = "other"  # anything else
 
 
-class AppointmentKind(StrEnum):
-    """How the patient attends (the contract's `appointment_type`)."""
-
-    IN_PERSON = "in_person"  # ordinary attendance at the clinic
-    VIDEO = "video"  # video consultation
-    PHONE = "phone"  # phone consultation
-    URGENT = "urgent"  # urgent appointment (hastetime)
-
-
 # Fields that must be present (not null) for an action, beyond the always-required ones.
 REQUIRED_FOR: Final[Mapping[str, frozenset[Action]]] = {
     "practitioner": frozenset({Action.RESERVE}),
@@ -91,13 +83,6 @@ _RELATION_CODES: Final[Mapping[RelationKind, RelationCode | None]] = {
     RelationKind.POWER_OF_ATTORNEY: RelationCode.POWER_OF_ATTORNEY,
     RelationKind.GUARDIAN: RelationCode.GUARDIAN,
     RelationKind.PARENTAL_RESPONSIBILITY: RelationCode.PARENT,
-}
-
-_APPOINTMENT_CODES: Final[Mapping[AppointmentKind, AppointmentType]] = {
-    AppointmentKind.IN_PERSON: AppointmentType.ORDINARY,
-    AppointmentKind.URGENT: AppointmentType.URGENT,
-    AppointmentKind.VIDEO: AppointmentType.VIDEO,
-    AppointmentKind.PHONE: AppointmentType.PHONE,
 }
 
 
@@ -494,16 +479,6 @@ def _message(err: ErrorDetails) -> str:
 def relation_code(relation: RelationKind | str) -> RelationCode | None:
     """Code list 7611 for a requester relation; None when the patient acts for themself."""
     return _RELATION_CODES[RelationKind(relation)]
-
-
-def appointment_type_code(kind: AppointmentKind | str) -> AppointmentType:
-    """Code list 7617 for the contract's appointment_type."""
-    return _APPOINTMENT_CODES[AppointmentKind(kind)]
-
-
-def appointment_kind(code: AppointmentType) -> AppointmentKind:
-    """The contract's appointment_type for a 7617 code timebok books."""
-    return next(kind for kind, known in _APPOINTMENT_CODES.items() if known is code)
 
 
 def urgency(kind: AppointmentKind | str) -> Urgency:

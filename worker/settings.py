@@ -7,14 +7,16 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.storeenv import DEFAULT_DATA_DIR as DEFAULT_DATA_DIR  # where the demo keeps state
+from worker.storeenv import DEFAULT_DATABASE_URL, PREFIX
+
 SAMPLE_REGISTRY = Path(__file__).resolve().parent / "sample" / "registry.toml"
-DEFAULT_DATA_DIR = Path(".timebok")
 
 
 class Settings(BaseSettings):
     """Every knob timebok reads; see README 'Configuration'."""
 
-    model_config = SettingsConfigDict(env_prefix="TIMEBOK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore")
 
     broker_url: str = "redis://localhost:6379/0"
     epj_broker_url: str | None = Field(
@@ -24,7 +26,7 @@ class Settings(BaseSettings):
         default="kombu", pattern="^(kombu|nhn)$", description="kombu, or nhn (the national bus)"
     )
     database_url: str = Field(
-        default=f"sqlite:///{DEFAULT_DATA_DIR / 'timebok.db'}",
+        default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL; PostgreSQL via postgresql+psycopg://...",
     )
     database_schema: str | None = Field(

@@ -215,3 +215,32 @@ def test_phone_booked_appointment_appears_once(stack: Stack) -> None:
     wait_for(lambda: events(stack, patient.fnr) == ["new_appointment"], what="new_appointment")
     [appt] = views.appointments(stack.deps, patient.fnr)
     assert appt["uid"] == uid and appt["status"] == "Tildelt"
+
+
+def test_an_apprec_another_worker_stored_meanwhile_is_a_duplicate(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two copies of one AppRec handled at once: both pass the MsgId check, one insert loses
+    on the unique MsgId; that copy is a duplicate, not an internal error (no dead letter)."""
+    from worker.flows import inbound
+
+    req, doc = submitted(stack, patient_n=73)
+    body = apprec_for(doc, AppRecStatus.OK)
+    rec = incoming.parse_any(body)
+    assert isinstance(rec, AppRec)
+    first = inbound.receive(stack.deps, body, headers(rec.msg_id, "APPREC"))
+    assert first.outcome == "processed"
+    real, raced = inbound.get_message, []
+
+    def not_yet_visible(s: object, msg_id: str, **kw: bool) -> object:
+        if msg_id == rec.msg_id and not raced:  # the other worker's row, not seen in time
+            raced.append(msg_id)
+            return None
+        return real(s, msg_id, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inbound, "get_message", not_yet_visible)
+    dead = len(views.dead_letters(stack.deps))
+    again = inbound.receive(stack.deps, body, headers(rec.msg_id, "APPREC"))
+    assert raced and again.outcome == "duplicate"
+    assert len(views.dead_letters(stack.deps)) == dead
+    wait_state(stack, req["request_id"], "DELIVERED")

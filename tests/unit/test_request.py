@@ -15,14 +15,13 @@ from mappers.codes import AppointmentType, Process, RelationCode
 from worker import fnr
 from worker.domain.booking import Action
 from worker.errors import RejectedRequest
+from worker.kinds import AppointmentKind, appointment_type_code
 from worker.request import (
-    AppointmentKind,
     BookingRequest,
     FieldError,
     InvalidRequest,
     RelationKind,
     Service,
-    appointment_type_code,
     cancel_process,
     parse_request,
     process_for,

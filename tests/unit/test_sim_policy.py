@@ -30,6 +30,7 @@ from mappers.outgoing import Wanted, compose
 from worker import fnr as fnrs
 from worker import sim
 from worker.adapters.registry import Registry
+from worker.adapters.transports.base import Delivery, Outcome
 from worker.adapters.transports.kombu import Envelope as Item
 
 CLINIC = Party("8090001", "Testlegekontoret")
@@ -422,6 +423,9 @@ class RecordingTransport:
     def depth(self, queue: str) -> int:
         return sum(1 for i in self.items if i.queue == queue)
 
+    def open(self, delivery: Delivery) -> bytes:
+        return delivery.body
+
 
 REGISTRY = Registry.from_mapping(
     {
@@ -567,3 +571,25 @@ def test_publish_and_cancel_appointment_build_avtale_messages() -> None:
     )
     assert (cancelled.event.uid, cancelled.event.status) == (uid, "CANCELLED")
     assert transport.items[0].queue == "8093244_async"
+
+
+def test_on_the_bus_a_message_is_settled_only_once_its_reply_is_out() -> None:
+    """As on kombu: killed between its AppRec and its reply, the simulator gets it again."""
+    s, transport, _ = simulator(delay=60)
+    settled: list[Outcome] = []
+    body = dialog_message.build(request(Function.RESERVE, slot()))
+    delivery = Delivery("8090001_async", body, {}, settled.append)
+    assert s._on_delivery(delivery) is None  # the handler leaves it unsettled
+    assert len(transport.items) == 1 and settled == []  # AppRec out, reply scheduled
+    s.delay = 0
+    s._due = [(0.0, seq, out) for _at, seq, out in s._due]  # its time has come
+    assert s.flush_due() == 1
+    assert len(transport.items) == 2 and settled == [Outcome.ACCEPT]
+
+
+def test_on_the_bus_an_apprec_is_settled_at_once() -> None:
+    s, _, _ = simulator()
+    msg = request(Function.RESERVE, slot())
+    receipt = apprec_mapper.build(sim.receipt_ok(msg, PORTAL, NOW))
+    settled: list[Outcome] = []
+    assert s._on_delivery(Delivery("8090001_async", receipt, {}, settled.append)) is Outcome.ACCEPT

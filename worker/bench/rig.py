@@ -138,10 +138,11 @@ class Rig:
         self.deps.store.dispose()
 
     def cli_start(self) -> tuple[float, float]:
-        """Median wall and CPU ms of `timebok booking ID --json` for a stored booking (the
-        worker frozen meanwhile)."""
+        """Median wall and CPU ms of `timebok booking ID --json` for a stored booking that sent
+        a message (the worker frozen meanwhile)."""
+        sent = "SELECT booking_id FROM messages WHERE direction = 'out' LIMIT 1"
         with self.deps.store.engine.connect() as conn:
-            booking_id = conn.execute(text("SELECT id FROM bookings LIMIT 1")).scalar_one()
+            booking_id = conn.execute(text(sent)).scalar_one()
         return self.frozen(lambda: cli_start(self.cfg, str(booking_id)))
 
     def frozen(self, fn: Callable[[], T]) -> T:

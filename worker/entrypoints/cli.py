@@ -6,12 +6,15 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.errors import NotFound
-from worker.settings import Settings
+from worker.errors import NotFound, StoreUnavailable
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+if TYPE_CHECKING:
+    from worker.settings import Settings
+
+    Handler = Callable[[argparse.Namespace, Settings], int]
+    Reader = Callable[[argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,20 +22,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(_verb(given))
     args = parser.parse_args(given)
-    if not getattr(args, "handler", None):
+    if not getattr(args, "handler", None) and not getattr(args, "reader", None):
         parser.print_help()
         return 2
-    from worker.logs import setup_logging
-
-    settings = Settings()
-    setup_logging(settings)
-    handler: Handler = args.handler
     try:
-        return handler(args, settings)
+        return _dispatch(args)
     except NotFound as exc:
         return _fail(args, str(exc), 1)
     except KeyboardInterrupt:
         return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run the verb: a read-only one (`reader`) without the settings object or logging set
+    up, which cost more than its query (pydantic); every other with both."""
+    if getattr(args, "reader", None):
+        reader: Reader = args.reader
+        try:
+            return reader(args)
+        except StoreUnavailable as exc:  # no traceback for a database that is not there
+            return _fail(args, str(exc), 1)
+    from worker.logs import setup_logging
+    from worker.settings import Settings
+
+    settings = Settings()
+    setup_logging(settings)
+    handler: Handler = args.handler
+    return handler(args, settings)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

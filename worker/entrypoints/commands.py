@@ -8,36 +8,46 @@ import re
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker.settings import Settings
+if TYPE_CHECKING:
+    from worker.flows.views import ReadDeps
+    from worker.settings import Settings
 
-# Read-only verbs (booking, inbox, ...) are called in loops by operators and scripts: every
-# import beyond what the verb needs is paid on each call, so modules are imported in the
-# handlers, not here (`make bench` measures the start as cli_start_ms).
+# Read-only verbs (booking, inbox, appointments, ics, dlq list / show) are called in loops by
+# operators and scripts: every import beyond what the verb needs is paid on each call, so
+# modules are imported in the handlers, not here. They are `reader`s: they get no Settings
+# (pydantic) and read with the driver alone, never SQLAlchemy, Celery, kombu or a transport
+# (`make bench` measures their start as cli_start_ms; tests/unit/test_cli_imports.py keeps
+# the import set).
 
 
 def register(sub: Any, verb: str | None = None) -> None:
-    """Add every verb to the subparsers object (`verb`: the one being run, if known)."""
-    _worker(sub)
-    _beat(sub)
-    _migrate(sub)
-    _api(sub)
-    _submit(sub)
-    _booking(sub)
-    _inbox(sub)
-    _appointments(sub)
-    _slots(sub)
-    _planned(sub)
-    _ics(sub)
-    _validate(sub)
-    _dlq(sub)
-    _status(sub)
-    _certs(sub)
-    _queues(sub)
-    _sim(sub, verb)
-    _demo(sub)
-    _bench(sub)
+    """Add the verbs to the subparsers object: only `verb` when it names one (building all
+    nineteen costs a read-only call a fifth of its start), else every verb (help, typos)."""
+    verbs = {
+        "worker": _worker,
+        "beat": _beat,
+        "migrate": _migrate,
+        "api": _api,
+        "submit": _submit,
+        "booking": _booking,
+        "inbox": _inbox,
+        "appointments": _appointments,
+        "slots": _slots,
+        "planned": _planned,
+        "ics": _ics,
+        "validate": _validate,
+        "dlq": _dlq,
+        "status": _status,
+        "certs": _certs,
+        "queues": _queues,
+        "epj-sim": lambda s: _sim(s, verb),
+        "demo": _demo,
+        "bench": _bench,
+    }
+    for add in [verbs[verb]] if verb in verbs else verbs.values():
+        add(sub)
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:
@@ -48,6 +58,14 @@ def _deps(settings: Settings) -> Any:
     from worker.bootstrap import bootstrap
 
     return bootstrap(settings)
+
+
+def _read() -> ReadDeps:
+    """The store the environment names, for the read side alone."""
+    from worker.flows.views import open_store
+    from worker.storeenv import store_location
+
+    return open_store(*store_location())
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -166,16 +184,16 @@ def _booking(sub: Any) -> None:
     p = sub.add_parser("booking", help="a booking's state, history and messages")
     p.add_argument("id", help="the request_id")
     _json_flag(p)
-    p.set_defaults(handler=run_booking)
+    p.set_defaults(reader=run_booking)
 
 
-def run_booking(args: argparse.Namespace, settings: Settings) -> int:
+def run_booking(args: argparse.Namespace) -> int:
     """Show one booking."""
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import booking_text
     from worker.flows import views
 
-    emit(args, views.booking(_deps(settings), args.id), booking_text)
+    emit(args, views.booking(_read(), args.id), booking_text)
     return 0
 
 
@@ -186,16 +204,16 @@ def _inbox(sub: Any) -> None:
     p = sub.add_parser("inbox", help="a patient's inbox notifications")
     p.add_argument("fnr", help="the patient's fødselsnummer")
     _json_flag(p)
-    p.set_defaults(handler=run_inbox)
+    p.set_defaults(reader=run_inbox)
 
 
-def run_inbox(args: argparse.Namespace, settings: Settings) -> int:
+def run_inbox(args: argparse.Namespace) -> int:
     """Print the inbox."""
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import inbox_text
     from worker.flows import views
 
-    emit(args, views.inbox(_deps(settings), args.fnr), inbox_text)
+    emit(args, views.inbox(_read(), args.fnr), inbox_text)
     return 0
 
 
@@ -203,16 +221,16 @@ def _appointments(sub: Any) -> None:
     p = sub.add_parser("appointments", help="a patient's appointments (Timeavtaler)")
     p.add_argument("fnr", help="the patient's fødselsnummer")
     _json_flag(p)
-    p.set_defaults(handler=run_appointments)
+    p.set_defaults(reader=run_appointments)
 
 
-def run_appointments(args: argparse.Namespace, settings: Settings) -> int:
+def run_appointments(args: argparse.Namespace) -> int:
     """Print the appointments."""
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import appointments_text
     from worker.flows import views
 
-    emit(args, views.appointments(_deps(settings), args.fnr), appointments_text)
+    emit(args, views.appointments(_read(), args.fnr), appointments_text)
     return 0
 
 
@@ -315,15 +333,15 @@ def _ics(sub: Any) -> None:
     p = sub.add_parser("ics", help="export one appointment as an .ics calendar file")
     p.add_argument("uid", help="the appointment uid")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
-    p.set_defaults(handler=run_ics)
+    p.set_defaults(reader=run_ics)
 
 
-def run_ics(args: argparse.Namespace, settings: Settings) -> int:
+def run_ics(args: argparse.Namespace) -> int:
     """Write the .ics file."""
     from worker.flows import views
     from worker.flows.ics import to_ics
 
-    data = to_ics(views.appointment(_deps(settings), args.uid))
+    data = to_ics(views.appointment(_read(), args.uid))
     if args.output:
         Path(args.output).write_bytes(data)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -371,11 +389,11 @@ def _dlq(sub: Any) -> None:
     ls = dsub.add_parser("list", help="dead letters not yet replayed")
     ls.add_argument("--all", action="store_true", help="include replayed ones")
     _json_flag(ls)
-    ls.set_defaults(handler=run_dlq_list)
+    ls.set_defaults(reader=run_dlq_list)
     show = dsub.add_parser("show", help="one dead letter with its raw payload")
     show.add_argument("id", type=int)
     _json_flag(show)
-    show.set_defaults(handler=run_dlq_show)
+    show.set_defaults(reader=run_dlq_show)
     replay = dsub.add_parser("replay", help="run a dead letter through the normal path again")
     replay.add_argument("id", type=int)
     _json_flag(replay)
@@ -386,32 +404,22 @@ def _dlq(sub: Any) -> None:
     purge.set_defaults(handler=run_dlq_purge)
 
 
-def run_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+def run_dlq_list(args: argparse.Namespace) -> int:
     """List dead letters."""
-    from worker.adapters.store.db import dead_letters
     from worker.entrypoints.cli import emit
     from worker.entrypoints.render import dlq_text
     from worker.flows import views
 
-    deps = _deps(settings)
-    with deps.store.transaction() as s:
-        rows = [views.dead_letter_dict(d) for d in dead_letters(s, include_replayed=args.all)]
-    emit(args, rows, dlq_text)
+    emit(args, views.dead_letters(_read(), include_replayed=args.all), dlq_text)
     return 0
 
 
-def run_dlq_show(args: argparse.Namespace, settings: Settings) -> int:
+def run_dlq_show(args: argparse.Namespace) -> int:
     """Show one dead letter."""
-    from worker.adapters.store.db import get_dead_letter
     from worker.entrypoints.cli import emit
     from worker.flows import views
 
-    deps = _deps(settings)
-    with deps.store.transaction() as s:
-        row = get_dead_letter(s, args.id)
-        if row is None:
-            raise views.NotFound(f"no dead letter {args.id}")
-        data = views.dead_letter_dict(row, payload=True)
+    data = views.dead_letter(_read(), args.id)
     emit(args, data, lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()))
     return 0
 

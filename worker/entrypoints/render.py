@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
-from zoneinfo import ZoneInfo
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-OSLO = ZoneInfo("Europe/Oslo")
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
+
+
+@cache
+def oslo() -> ZoneInfo:
+    """Europe/Oslo, loaded on first use: `--json` output never needs it (zoneinfo's import
+    is a tenth of a read-only verb's start)."""
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("Europe/Oslo")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -23,7 +33,7 @@ def local(iso: str | None) -> str:
     """An ISO timestamp shown in Oslo time."""
     if not iso:
         return ""
-    return datetime.fromisoformat(iso).astimezone(OSLO).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromisoformat(iso).astimezone(oslo()).strftime("%Y-%m-%d %H:%M")
 
 
 def booking_text(d: dict[str, Any]) -> str:

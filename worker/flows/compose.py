@@ -21,7 +21,8 @@ from worker import texts
 from worker.adapters.registry import Clinic
 from worker.adapters.store.tables import AppointmentRow, BookingRow
 from worker.domain.booking import Action
-from worker.request import BookingRequest, appointment_type_code, relation_code, urgency
+from worker.kinds import appointment_type_code
+from worker.request import BookingRequest, relation_code, urgency
 
 
 @dataclass(frozen=True)

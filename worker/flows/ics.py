@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event
 
-from worker.adapters.store.tables import AppointmentRow
 from worker.texts import STATUS_CANCELLED
 
 OSLO = ZoneInfo("Europe/Oslo")
 
 
-def to_ics(appt: AppointmentRow, now: datetime | None = None) -> bytes:
+class CalendarEntry(Protocol):
+    """What an appointment shows in a calendar (a stored row or the read side's view)."""
+
+    @property
+    def uid(self) -> str: ...
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def end(self) -> datetime: ...
+    @property
+    def clinic_name(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def practitioner(self) -> str | None: ...
+    @property
+    def video_url(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+
+
+def to_ics(appt: CalendarEntry, now: datetime | None = None) -> bytes:
     """A calendar file with one VEVENT and its VTIMEZONE, importable by calendar apps."""
     cal = Calendar()
     cal.add("prodid", "-//timebok//Timeavtaler//NB")

@@ -36,7 +36,8 @@ from worker.adapters.transports.base import (
     transport_headers,
 )
 from worker.errors import EpjUnavailable, PermanentError, TransientError
-from worker.request import AppointmentKind, Service
+from worker.kinds import AppointmentKind
+from worker.request import Service
 from worker.settings import sync_queue, sync_reply_queue
 
 if TYPE_CHECKING:

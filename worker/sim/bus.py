@@ -28,6 +28,12 @@ def keys_folder(settings: Any, given: Path | None) -> Path | None:
     return Path(cert).parent if cert else None
 
 
+# The simulator holds each message unsettled until its reply is out (`--delay` seconds), as
+# it holds it unacked on kombu, where nothing limits how many: the worker's link credit
+# (one more per settlement) would cap it at LINK_CREDIT / delay messages a second.
+SIM_LINK_CREDIT = 1000
+
+
 def make_transport(settings: Any, clinics: Sequence[Clinic], keys: Path | None) -> Transport:
     """kombu as the worker has it, or nhn speaking for every simulated clinic with its keys."""
     if getattr(settings, "epj_transport", "kombu") != "nhn":
@@ -47,4 +53,5 @@ def make_transport(settings: Any, clinics: Sequence[Clinic], keys: Path | None) 
     def lookup(her_id: str) -> crypto.ClinicCertificates | None:
         return portal if her_id == portal.her_id else None
 
-    return NhnTransport(settings.epj_url, CmsProtection(own, crypto.CertificateBook(lookup)))
+    protection = CmsProtection(own, crypto.CertificateBook(lookup))
+    return NhnTransport(settings.epj_url, protection, credit=SIM_LINK_CREDIT)

@@ -49,7 +49,7 @@ from worker.adapters.registry import Clinic
 from worker.adapters.transports import kombu as epj
 from worker.adapters.transports.base import BusRefusal
 from worker.errors import EpjUnavailable
-from worker.request import appointment_type_code
+from worker.kinds import appointment_type_code
 from worker.settings import async_queue, sync_queue
 from worker.sim.policy import (
     CANCELLED,
@@ -230,8 +230,12 @@ class Simulator:
         finally:
             sub.close()
 
-    def _on_delivery(self, delivery: epj.Delivery) -> epj.Outcome:
-        """Open (decrypt, verify) and handle one message; a refused one is dropped."""
+    def _on_delivery(self, delivery: epj.Delivery) -> epj.Outcome | None:
+        """Open (decrypt, verify) and handle one message; a refused one is dropped.
+
+        A message whose reply is scheduled stays unsettled (None) until that reply is
+        published, as on kombu: a simulator killed in between gets it again.
+        """
         lookup_asked = delivery.queue.endswith("_sync")
         her_id = delivery.queue.removesuffix("_async").removesuffix("_sync")
         try:
@@ -243,8 +247,8 @@ class Simulator:
         try:
             if lookup_asked:
                 self.answer_lookup(her_id, body, delivery.reply_to, delivery.correlation_id)
-            else:
-                self.handle(her_id, body, delivery.headers)
+            elif self.handle(her_id, body, delivery.headers, settle=partial(_accept, delivery)):
+                return None  # accepted by flush_due once its reply is out
         except EpjUnavailable as exc:
             self._say(f"{her_id}: cannot publish ({exc}); message released")
             return epj.Outcome.RELEASE
@@ -589,6 +593,10 @@ def _clinics(registry: SimRegistry, her_ids: Sequence[str] | None) -> tuple[Clin
             raise ValueError(f"HER-id {her_id} is not a clinic in the address registry")
         found[clinic.her_id] = clinic
     return tuple(found.values())
+
+
+def _accept(delivery: epj.Delivery) -> None:
+    delivery.finish(epj.Outcome.ACCEPT)
 
 
 def _dialog_item(msg: DialogMessage) -> epj.Envelope:

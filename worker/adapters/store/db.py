@@ -33,6 +33,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.elements import TextClause
 
 from worker import metrics
+from worker.adapters.store.read import Reader
 from worker.adapters.store.tables import (
     BookingRow,
     DeadLetterRow,
@@ -198,6 +199,24 @@ class Store:
                     yield conn
         except OperationalError as exc:
             raise StoreUnavailable(f"database error: {exc.orig!s}"[:300]) from exc
+
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """The read side's queries (`worker.adapters.store.read`) on a pooled connection."""
+        raw = self.engine.raw_connection()
+        try:
+            if not self.is_postgres:  # isolation_level None (_pragmas): our own BEGIN
+                cursor = raw.cursor()
+                cursor.execute("BEGIN")
+                cursor.close()
+            yield Reader(raw, postgres=self.is_postgres)
+        except DBAPIError as exc:
+            raise StoreUnavailable(f"database error: {exc.orig!s}"[:300]) from exc
+        except self.engine.dialect.loaded_dbapi.OperationalError as exc:
+            raise StoreUnavailable(f"database error: {exc!s}"[:300]) from exc
+        finally:
+            raw.rollback()
+            raw.close()
 
     @property
     def is_postgres(self) -> bool:

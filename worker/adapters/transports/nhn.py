@@ -112,11 +112,11 @@ class BusAddress:
         )
 
     def amqp091_url(self) -> str:
-        """The same broker over AMQP 0-9-1 (queue depth and topology)."""
+        """The same broker over AMQP 0-9-1 (queue depth and topology): the same port, since
+        RabbitMQ's AMQP 1.0 plugin answers on the 0-9-1 listener."""
         vhost = (self.vhost or "/").replace("/", "%2F")
         scheme = "amqps" if self.scheme == "amqps" else "amqp"
-        port = 5671 if self.scheme == "amqps" else 5672
-        return f"{scheme}://{self.user}:{self.password}@{self.host}:{port}/{vhost}"
+        return f"{scheme}://{self.user}:{self.password}@{self.host}:{self.port}/{vhost}"
 
 
 @dataclass

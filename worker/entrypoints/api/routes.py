@@ -28,7 +28,8 @@ from worker.entrypoints.api.problems import ApiProblem, FieldProblem, responses
 from worker.flows import lookups, patient, views
 from worker.flows.ics import to_ics
 from worker.flows.outbound import SubmitResult, submit
-from worker.request import AppointmentKind, Service
+from worker.kinds import AppointmentKind
+from worker.request import Service
 
 BOOKING_REQUEST_REF = "#/components/schemas/BookingRequest"
 BUSY_RETRY_SECONDS = 1  # a clinic's lookups in flight drain within a second or two
