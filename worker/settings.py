@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SAMPLE_REGISTRY = Path(__file__).resolve().parent / "sample" / "registry.toml"
@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     log_format: str = Field(default="text", pattern="^(text|json)$")
     log_level: str = "INFO"
     metrics_port: int | None = None
+
+    # The patient pages (`/portal/` of `timebok api`).
+    portal_api_url: str | None = Field(
+        default=None, description="where the pages call the API; default: the API's own address"
+    )
+    portal_api_token: str | None = Field(
+        default=None, description="the pages' bearer token; default: the first TIMEBOK_API_TOKENS"
+    )
+    portal_secret: str | None = Field(
+        default=None, description="signs the login cookie; unset: a new key per process"
+    )
 
     apprec_timeout: float = Field(default=300.0, gt=0, description="seconds to wait for AppRec")
     reply_timeout: float = Field(default=7 * 24 * 3600.0, gt=0, description="seconds to wait")
@@ -75,6 +86,16 @@ class Settings(BaseSettings):
         default=None, description="Redis for the lookup cache; defaults to a redis:// broker_url"
     )
 
+    # The portal API (`timebok api`).
+    api_host: str = Field(default="127.0.0.1", description="address `timebok api` listens on")
+    api_port: int = Field(default=8080, gt=0, lt=65536, description="port `timebok api` listens on")
+    api_tokens: SecretStr = Field(
+        default=SecretStr(""), description="comma-separated bearer tokens the portals present"
+    )
+    api_max_body_bytes: int = Field(
+        default=64 * 1024, gt=0, description="largest request body the API reads (else 413)"
+    )
+
     # Keys and certificates of our own party (PEM files; the `nhn` transport only).
     signing_key: Path | None = Field(default=None, description="private key that signs (PEM)")
     signing_cert: Path | None = Field(default=None, description="its certificate, nonRepudiation")
@@ -110,6 +131,12 @@ class Settings(BaseSettings):
         if self.cache_url:
             return self.cache_url
         return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+    @property
+    def api_token_list(self) -> tuple[str, ...]:
+        """The configured bearer tokens (blanks dropped; none: every /v1 call is refused)."""
+        raw = self.api_tokens.get_secret_value()
+        return tuple(t.strip() for t in raw.split(",") if t.strip())
 
     @property
     def inbound_queue(self) -> str:
