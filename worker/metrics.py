@@ -60,11 +60,16 @@ class _Metrics:
     reply_latency: Histogram
     lookups: Counter
     lookup_latency: Histogram
+    api_requests: Counter
+    api_latency: Histogram
 
 
 # A synchronous lookup: milliseconds on a quiet broker, the call timeout (15 s) at most.
 LOOKUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
 LOOKUP_OUTCOMES = frozenset({"answered", "empty", "timeout", "error", "cached", "busy"})
+# The portal API: a database read in milliseconds, a lookup up to TIMEBOK_SYNC_TIMEOUT.
+API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0)
+API_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @cache
@@ -136,6 +141,19 @@ def _metrics() -> _Metrics:
             "Time from a lookup sent to its answer parsed (not counting cached answers)",
             ["function"],
             buckets=LOOKUP_BUCKETS,
+            registry=reg,
+        ),
+        api_requests=Counter(
+            "timebok_api_requests",
+            "Portal API requests by method, route template (never the path) and status code",
+            ["method", "route", "status"],
+            registry=reg,
+        ),
+        api_latency=Histogram(
+            "timebok_api_request_seconds",
+            "Portal API request duration, by method and route template",
+            ["method", "route"],
+            buckets=API_BUCKETS,
             registry=reg,
         ),
     )
@@ -218,6 +236,15 @@ def lookup(her_id: str, function: str, outcome: str, seconds: float | None = Non
     ).inc()
     if seconds is not None:
         m.lookup_latency.labels(name).observe(seconds)
+
+
+@_never_raises
+def api_request(method: str, route: str, status: int, seconds: float) -> None:
+    """One portal API request answered (`route`: the template, e.g. /v1/bookings/{booking_id})."""
+    m = _metrics()
+    method = method if method in API_METHODS else "OTHER"
+    m.api_requests.labels(method, route, str(status)).inc()
+    m.api_latency.labels(method, route).observe(max(seconds, 0.0))
 
 
 @_never_raises

@@ -22,6 +22,7 @@ def register(sub: Any, verb: str | None = None) -> None:
     _worker(sub)
     _beat(sub)
     _migrate(sub)
+    _api(sub)
     _submit(sub)
     _booking(sub)
     _inbox(sub)
@@ -102,6 +103,32 @@ def run_migrate(_args: argparse.Namespace, settings: Settings) -> int:
     upgrade(deps.store.engine)
     print(f"database at migration {current_revision(deps.store.engine)}")
     return 0
+
+
+def _api(sub: Any) -> None:
+    p = sub.add_parser(
+        "api",
+        help="serve the portal HTTP API (OpenAPI 3.1 at /openapi.json)",
+        description="Serve the portal API: booking intake, booking state, clinics, free slots, "
+        "the citizen's inbox, appointments, .ics and cancel (/v1, bearer token from "
+        "TIMEBOK_API_TOKENS, X-Patient-Id for the citizen), plus /healthz and /metrics without "
+        "a token. Listens on TIMEBOK_API_HOST:TIMEBOK_API_PORT (127.0.0.1:8080) unless --host / "
+        "--port say otherwise. Needs a migrated database (timebok migrate). See README "
+        "'Portal API'.",
+    )
+    p.add_argument("--host", help="address to listen on (default TIMEBOK_API_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default TIMEBOK_API_PORT, 8080)")
+    p.set_defaults(handler=run_api)
+
+
+def run_api(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the portal API until stopped."""
+    from worker.entrypoints.api import serve
+    from worker.observability import init_sentry
+
+    init_sentry(settings)
+    changed = {k: v for k, v in {"api_host": args.host, "api_port": args.port}.items() if v}
+    return serve(settings.model_copy(update=changed) if changed else settings)
 
 
 # -- intake ------------------------------------------------------------------------------------
