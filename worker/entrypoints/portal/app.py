@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import logging
+
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
@@ -46,6 +48,8 @@ def create_portal(settings: Settings, transport: httpx.BaseTransport | None = No
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    # httpx logs every call at INFO: the API's own access log already has them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     signer = Signer(settings.portal_secret)
     portal = Portal(api_base_url(settings), api_token(settings), signer, env, transport)
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)

@@ -87,9 +87,11 @@ class PortalApi:
         """GET /v1/appointments/{uid}.ics."""
         return self._call("GET", f"/v1/appointments/{uid}.ics").content
 
-    def cancel(self, uid: str) -> dict[str, Any]:
-        """POST /v1/appointments/{uid}/cancel: `{"id", "state"}`."""
-        return dict(self._json("POST", f"/v1/appointments/{uid}/cancel"))
+    def cancel(self, uid: str, given_name: str, family_name: str) -> dict[str, Any]:
+        """POST /v1/appointments/{uid}/cancel: `{"id", "state"}` (names: for a clinic-booked
+        appointment, which has no booking to take them from)."""
+        body = {"patient": {"given_name": given_name, "family_name": family_name}}
+        return dict(self._json("POST", f"/v1/appointments/{uid}/cancel", json=body))
 
 
 def _listing(found: Any, key: str) -> list[dict[str, Any]]:

@@ -152,8 +152,9 @@ def appointment_ics(request: Request, uid: str, who: Who = 0) -> Response:
 @router.post("/timeavtaler/{uid}/avbestill")
 def cancel(request: Request, uid: str, who: Annotated[int, Form(alias="for")] = 0) -> Response:
     """ "Avbestill time": a cancel request through the API, then its receipt."""
-    _, _u, api = _session(request, who)
-    answer = api.cancel(uid)
+    _, u, api = _session(request, who)
+    person = u.subject(who)
+    answer = api.cancel(uid, person.given_name, person.family_name)
     return _go(_receipt_url(request, str(answer["id"]), who, "cancel"))
 
 
@@ -438,7 +439,7 @@ async def send(request: Request) -> Response:
     ]
     if any(a["answer"] for a in answered):
         request_body["questionnaire"] = [a for a in answered if a["answer"]]
-    answer = api.book(request_body)
+    answer = portal.sender(u).book(request_body)
     return _go(_receipt_url(request, str(answer["id"]), who, "reserve"))
 
 
@@ -528,14 +529,14 @@ async def wish(request: Request) -> Response:
     """ "Send timeønske": POST /v1/bookings with action `wish`."""
     fields = await _fields(request)
     who = _int(fields.get("for"))
-    _, u, api = _session(request, who)
+    portal, u, api = _session(request, who)
     c = _clinic(api, fields.get("clinic", ""))
     subject, message = fields.get("subject", "").strip(), fields.get("message", "").strip()
     errors = _text_errors("subject", T.wish_subject, subject, SUBJECT_MAX)
     errors += _text_errors("message", T.wish_message, message, MESSAGE_MAX)
     if errors or not _takes(c, WISH):
         return _wish_page(request, u, who, c, fields, errors)
-    answer = api.book(
+    answer = portal.sender(u).book(
         _people(u, who)
         | {
             "request_id": fields.get("request_id") or str(uuid.uuid4()),

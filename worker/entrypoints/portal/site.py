@@ -34,6 +34,10 @@ class Portal:
         """The API as the person `index` of `u` (0 = the user) sees it."""
         return PortalApi(self.api_url, self.token, u.subject(index).fnr, transport=self.transport)
 
+    def sender(self, u: User) -> PortalApi:
+        """The API for sending requests: the acting person (the requester) is X-Patient-Id."""
+        return PortalApi(self.api_url, self.token, u.person.fnr, transport=self.transport)
+
     def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         """A page from templates/ with the texts and the logged-in user."""
         page = self.env.get_template(name).render(
