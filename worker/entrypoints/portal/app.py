@@ -6,9 +6,8 @@ portal's bearer token and the patient's `X-Patient-Id`); the pages never read th
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from mappers.model import Person
 from worker import texts
@@ -351,6 +352,11 @@ def _questions(clinic: str) -> tuple[str, ...]:
 async def review(request: Request) -> Response:
     """Step 6: what will be sent, "Hva gjelder det?" and "Send bestilling"."""
     fields = await _fields(request)
+    return await run_in_threadpool(_review_page, request, fields)
+
+
+def _review_page(request: Request, fields: dict[str, str]) -> Response:
+    # The API calls block: off the event loop, which also serves the API these pages call.
     who = _int(fields.get("for"))
     portal, u, api = _session(request, who)
     return _review(request, portal, u, who, api, fields, errors=[])
@@ -414,7 +420,10 @@ def _review(
 @router.post("/bestill/send")
 async def send(request: Request) -> Response:
     """ "Send bestilling": POST /v1/bookings (the request_id was made with the review page)."""
-    fields = await _fields(request)
+    return await run_in_threadpool(_send, request, await _fields(request))
+
+
+def _send(request: Request, fields: dict[str, str]) -> Response:
     who = _int(fields.get("for"))
     portal, u, api = _session(request, who)
     subject = fields.get("subject", "").strip()
@@ -527,7 +536,10 @@ def _wish_page(
 @router.post("/bestill/onske")
 async def wish(request: Request) -> Response:
     """ "Send timeønske": POST /v1/bookings with action `wish`."""
-    fields = await _fields(request)
+    return await run_in_threadpool(_wish, request, await _fields(request))
+
+
+def _wish(request: Request, fields: dict[str, str]) -> Response:
     who = _int(fields.get("for"))
     portal, u, api = _session(request, who)
     c = _clinic(api, fields.get("clinic", ""))
