@@ -394,7 +394,9 @@ class PortalTexts:
     practitioner_missing: str = "Velg en behandler."
 
     calendar_title: str = "Velg time"
-    calendar_intro: str = "Ledige timer de neste to ukene. Velg en time og trykk «Neste»."
+    calendar_intro: str = (
+        "Velg en ledig time og trykk «Neste». Flere timer finner du under «Senere timer»."
+    )
     calendar_none: str = "Det er ingen ledige timer i denne perioden."
     calendar_missing: str = "Velg en ledig time."
     calendar_video: str = "Videotime"

@@ -24,7 +24,7 @@ SUBJECT_MAX, MESSAGE_MAX = 50, 250
 RESERVE, WISH, CANCEL = "timereservasjon", "timeonske", "avtaleavbestilling"
 # Clinics whose booking guide asks the questionnaire (texts.QUESTIONNAIRES) before the review.
 QUESTIONNAIRE_OF = {"8090001": "luftveier"}
-CALENDAR_DAYS = 14
+CALENDAR_DAYS = 4  # days per calendar page ("Senere timer" shows the next ones)
 
 Who = Annotated[int, Query(alias="for", ge=0)]
 
