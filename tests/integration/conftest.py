@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 from kombu import Connection, Queue
 
+from tests.api_server import ApiProcess
 from tests.conftest import PG_URL, ROOT, WorkerProcess, wait_for
 from worker.adapters.store.migrate import upgrade
 from worker.bootstrap import Deps, bootstrap
@@ -82,3 +85,39 @@ def stack(
     finally:
         worker.stop()
         deps.store.dispose()
+
+
+@pytest.fixture(scope="module")
+def clinic_sim(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """`timebok epj-sim` playing clinic 8090001, answering at once (its log file)."""
+    log = Path(tmp_path_factory.mktemp("sim")) / "sim.log"
+    out = log.open("ab")
+    cmd = [sys.executable, "-m", "worker.entrypoints.cli", "epj-sim", "--clinic", "8090001"]
+    proc = subprocess.Popen(
+        [*cmd, "--delay", "0", "--seed", "16"],
+        env=stack.env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    wait_for(lambda: b"consuming" in log.read_bytes(), 60, 0.1, "simulator consuming")
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        out.close()
+
+
+@pytest.fixture(scope="module")
+def api(
+    stack: Stack, clinic_sim: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """`timebok api` on the stack's database and brokers (lookups time out after 2 s)."""
+    log = Path(tmp_path_factory.mktemp("api")) / "api.log"
+    env = {**stack.env, "TIMEBOK_SYNC_TIMEOUT": "2", "TIMEBOK_LOOKUP_CACHE_TTL": "0"}
+    server = ApiProcess(env, log).start()
+    try:
+        yield server
+    finally:
+        server.stop()

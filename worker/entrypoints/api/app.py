@@ -94,11 +94,21 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         _add_model(components, model)
     for item in schema.get("paths", {}).values():
         for operation in item.values():
-            for param in operation.get("parameters", ()):
-                if param.get("in") == "header" and param.get("name") == PATIENT_HEADER:
-                    param["required"] = True  # answered 400 (not 422) when missing
+            _fix_operation(operation)
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, replaced
+        components.pop(name, None)
     app.openapi_schema = schema
     return schema
+
+
+def _fix_operation(operation: dict[str, Any]) -> None:
+    """FastAPI's own 422 is answered as a problem; X-Patient-Id is required (else 400)."""
+    answers = operation.get("responses", {})
+    if "422" in answers:
+        answers["422"] = problems.responses(422)[422]
+    for param in operation.get("parameters", ()):
+        if param.get("in") == "header" and param.get("name") == PATIENT_HEADER:
+            param["required"] = True
 
 
 def _add_model(components: dict[str, Any], model: type[BaseModel]) -> None:

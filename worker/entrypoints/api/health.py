@@ -8,7 +8,6 @@ from collections.abc import Callable
 from worker.adapters.transports.kombu import KombuTransport
 from worker.bootstrap import Deps
 from worker.constants import REQUESTS_QUEUE
-from worker.errors import TimebokError
 
 log = logging.getLogger("timebok.api")
 
@@ -38,7 +37,7 @@ def _celery_depth(url: str) -> int:
 def _probe(name: str, call: Callable[[], object]) -> str:
     try:
         call()
-    except (TimebokError, OSError) as exc:
+    except Exception as exc:  # a probe reports any failure (kombu lets redis' own through)
         log.warning("health: %s unavailable: %s", name, str(exc)[:200])
         return "unavailable"
     return "ok"

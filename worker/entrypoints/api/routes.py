@@ -114,7 +114,7 @@ def _invalid(deps: Deps, result: SubmitResult) -> ApiProblem:
     "/bookings/{booking_id}",
     response_model=BookingOut,
     summary="A booking's state, history and messages (`timebok booking ID --json`)",
-    responses=responses(400, 401, 404, 503),
+    responses=responses(400, 401, 404, 422, 503),
 )
 def get_booking(booking_id: Ref, deps: AppDeps, fnr: PatientId) -> dict[str, Any]:
     """The booking, when X-Patient-Id is its patient or requester (else 404)."""
@@ -225,7 +225,7 @@ def get_appointments(deps: AppDeps, fnr: PatientId) -> list[dict[str, Any]]:
             "description": "An iCalendar file with one VEVENT",
             "content": {"text/calendar": {"schema": {"type": "string"}}},
         },
-        **responses(400, 401, 404, 503),
+        **responses(400, 401, 404, 422, 503),
     },
 )
 def get_ics(uid: Ref, deps: AppDeps, fnr: PatientId) -> Response:
