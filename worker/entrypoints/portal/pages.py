@@ -285,6 +285,9 @@ def calendar(
         clinic=c,
         service=service,
         unit=unit,
+        unit_name=next(
+            (str(x["name"]) for x in c.get("units") or [] if str(x.get("her_id")) == unit), ""
+        ),
         days=days,
         earlier=(first - timedelta(days=CALENDAR_DAYS)).isoformat()
         if first > date.today()
@@ -300,12 +303,12 @@ def _slot_view(portal: Portal, s: dict[str, Any]) -> dict[str, Any]:
     start, end = _instant(s["start"]), _instant(s["end"])
     assert start is not None
     assert end is not None
-    who = (s.get("practitioner") or {}).get("name")
     return {
         "token": portal.signer.slot_token(s),
         "id": s["id"],
         "day": texts.day_heading(start),
-        "line": texts.slot_line(start, end, str(s.get("service") or ""), who),
+        # The practitioner stands above the calendar (the unit chosen before).
+        "line": texts.slot_line(start, end, str(s.get("service") or ""), None),
         "kind": s.get("appointment_type"),
     }
 
