@@ -597,9 +597,12 @@ def urgent_call(phone: str | None) -> str:
     return f"Hvis det haster, ring {phone}." if phone else "Hvis det haster, ring klinikken."
 
 
-def logged_in_heading(name: str) -> str:
-    """The inbox / Timeavtaler heading for a represented person."""
-    return f"For {name}"
+def wish_only(clinic_name: str, phone: str | None) -> str:
+    """A clinic that takes wishes but no reservations, as the clinic list explains it."""
+    return (
+        clinic_unsupported(clinic_name, phone, Process.RESERVATION)
+        + " Du kan sende et timeønske, så setter klinikken opp en time."
+    )
 
 
 def too_long(label: str, limit: int, got: int) -> str:

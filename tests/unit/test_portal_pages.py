@@ -191,6 +191,7 @@ def test_a_clinic_that_takes_no_bookings_is_explained(client: TestClient) -> Non
     page = client.get("/bestill/klinikk?for=0")
     assert texts.clinic_not_connected("Frakoblet legekontor", "22334455") in page.text
     assert 'value="8090030"' not in page.text  # not selectable
+    assert texts.wish_only("Helsestasjonen Nord", None) in page.text  # wishes only
 
 
 def test_a_clinic_without_reservations_goes_to_the_wish(client: TestClient) -> None:
@@ -239,6 +240,8 @@ def test_a_parent_books_for_a_child(client: TestClient, api: FakeApi) -> None:
         "relation": "parental_responsibility",
     }
     assert sent["slot"]["id"] == "slot-0"
+    (headers,) = [c[2] for c in api.calls if c[0] == "POST" and c[1] == "/v1/bookings"]
+    assert headers["x-patient-id"] == OLA.fnr  # the API wants the requester there
     assert sent["request_id"] == fields["request_id"]
     assert sent["questionnaire"] == [
         {"question": texts.QUESTIONNAIRES["luftveier"][0], "answer": "Nei"}

@@ -210,11 +210,15 @@ def choose_clinic(request: Request, who: Who = 0) -> HTMLResponse:
     """Step 1: a clinic that takes digital bookings; the others explained, with their phone."""
     _, u, api = _session(request, who)
     clinics = api.clinics()
-    bookable = [c for c in clinics if _takes(c, RESERVE) or _takes(c, WISH)]
+    bookable = [
+        c | {"note": "" if _takes(c, RESERVE) else texts.wish_only(str(c["name"]), c.get("phone"))}
+        for c in clinics
+        if _takes(c, RESERVE) or _takes(c, WISH)
+    ]
     offline = [
         c | {"why": texts.clinic_not_connected(str(c["name"]), c.get("phone"))}
         for c in clinics
-        if c not in bookable
+        if not (_takes(c, RESERVE) or _takes(c, WISH))
     ]
     return _page(request, u, who, "clinic.html", clinics=bookable, offline=offline, errors=[])
 
