@@ -387,6 +387,10 @@ class PortalTexts:
     clinic_intro: str = "Velg en av dine helsekontakter som tar imot digitale timebestillinger."
     clinic_missing: str = "Velg en klinikk."
     clinic_offline_heading: str = "Kan ikke bestilles digitalt"
+    clinic_not_listed: str = (
+        "Finner du ikke klinikken din? Da tar den ikke imot digitale timebestillinger. "
+        "Kontakt klinikken direkte på telefon eller på klinikkens nettside."
+    )
 
     service_title: str = "Hva vil du bestille?"
     service_missing: str = "Velg hva du vil bestille."
