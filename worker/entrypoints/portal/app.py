@@ -16,8 +16,9 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from worker import texts
-from worker.entrypoints.portal import pages
+from worker.entrypoints.portal import booking, pages
 from worker.entrypoints.portal.client import UNREACHABLE, ApiProblem
+from worker.entrypoints.portal.common import LoginRequired
 from worker.entrypoints.portal.session import Signer
 from worker.entrypoints.portal.site import HERE, MOUNT, Portal
 from worker.settings import Settings
@@ -55,6 +56,7 @@ def create_portal(settings: Settings, transport: httpx.BaseTransport | None = No
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.state.portal = portal
     app.include_router(pages.router)
+    app.include_router(booking.router)
 
     @app.exception_handler(ApiProblem)
     def _problem(request: Request, exc: Exception) -> Response:
@@ -68,7 +70,7 @@ def create_portal(settings: Settings, transport: httpx.BaseTransport | None = No
             details=[texts.field_problem(*_field(e)) for e in exc.errors],
         )
 
-    @app.exception_handler(pages.LoginRequired)
+    @app.exception_handler(LoginRequired)
     def _login(_request: Request, _exc: Exception) -> Response:
         return RedirectResponse(f"{MOUNT}/logg-inn", status_code=303)
 
