@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from mappers.model import Person
 from tests.api_server import OTHER_TOKEN, TOKEN, ApiProcess
 from tests.conftest import ROOT, wait_for
 from tests.integration.conftest import Stack
 from tests.servers import free_port
-from tests.support import fnr, request
+from tests.support import avtale, fnr, headers, request
 from worker import texts
 from worker.adapters.store.tables import BookingRow, MessageRow, NotificationRow
 from worker.entrypoints.app import create_app, send_booking
@@ -366,6 +368,20 @@ def test_a_representative_books_as_the_requester(stack: Stack, api: ApiProcess) 
         _is_problem(c.get(f"/v1/bookings/{req['request_id']}"), 404)
 
 
+def test_another_citizens_request_id_is_409_and_tells_nothing(
+    stack: Stack, api: ApiProcess
+) -> None:
+    theirs = request("wish", patient_n=301)
+    with api.client(fnr=ALICE) as c:
+        assert c.post("/v1/bookings", json=theirs).status_code == 202
+    mine = request("wish", patient_n=302, request_id=theirs["request_id"])
+    with api.client(fnr=BOB) as c:
+        body = _is_problem(c.post("/v1/bookings", json=mine), 409)
+    assert set(body) == {"type", "title", "status", "detail", "instance"}
+    assert _count(stack, BookingRow, id=theirs["request_id"]) == 1
+    assert _count(stack, BookingRow, patient_fnr=BOB, id=theirs["request_id"]) == 0
+
+
 def _worker_saw_duplicate(stack: Stack, booking_id: str) -> bool:
     for line in stack.worker.log.read_text(encoding="utf-8", errors="replace").splitlines():
         if "duplicate request suppressed" in line and booking_id in line:
@@ -614,3 +630,26 @@ def test_health_is_503_when_a_broker_is_unreachable(
         "status": "unavailable",
         "checks": {"database": "ok", "broker": "unavailable", "epj_broker": "ok"},
     }
+
+
+def test_cancel_of_an_appointment_the_clinic_booked_needs_the_names(
+    stack: Stack, api: ApiProcess
+) -> None:
+    uid = str(uuid.uuid4())
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=6)
+    body = avtale(Person(BOB, "Bo", "Telefon"), uid=uid, start=start)
+    stack.publish_raw(body, headers(str(uuid.uuid4()), "DIALOG_INNBYGGER_AVTALEUTSENDING"))
+    wait_for(lambda: uid in {a["uid"] for a in views.appointments(stack.deps, BOB)}, 30, 0.2)
+    with api.client(fnr=BOB) as c:
+        refused = c.post(f"/v1/appointments/{uid}/cancel")
+        assert _is_problem(refused, 422)["errors"] == [
+            {"field": "patient", "message": "is required for this appointment"}
+        ]
+        assert _count(stack, BookingRow, target_id=uid) == 0  # nothing stored
+        names = {"patient": {"given_name": "Bo", "family_name": "Telefon"}}
+        taken = c.post(f"/v1/appointments/{uid}/cancel", json=names)
+    assert taken.status_code == 202, taken.text
+    view = views.booking(stack.deps, taken.json()["id"])
+    assert view["action"] == "cancel" and view["booking_ref"] == uid
+    with api.client(fnr=ALICE) as c:
+        _is_problem(c.post(f"/v1/appointments/{uid}/cancel", json=names), 404)

@@ -41,6 +41,14 @@ def _people(row: BookingRow) -> set[str]:
     return found
 
 
+def may_see(deps: Deps, booking_id: str, fnr: str) -> bool:
+    """Whether the citizen may learn of this booking: theirs, or one naming nobody (malformed)."""
+    with deps.store.transaction() as s:
+        row = st.get_booking(s, booking_id)
+        people = _people(row) if row is not None else set()
+    return not people or fnr in people
+
+
 def booking(deps: Deps, booking_id: str, fnr: str) -> dict[str, Any]:
     """`timebok booking ID --json` for the booking's patient or requester; else NotFound."""
     with deps.store.transaction() as s:

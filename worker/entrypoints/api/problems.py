@@ -119,6 +119,7 @@ _TITLES = {
     "lookup-failed": "The clinic's answer could not be used",
     "unavailable": "A dependency (database or broker) is unavailable",
     "too-large": "The request body is too large",
+    "id-taken": "The request_id belongs to another request",
 }
 
 

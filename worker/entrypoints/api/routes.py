@@ -56,7 +56,7 @@ Ref = Annotated[str, Path(min_length=1, max_length=64)]
     summary="Send a booking request (the intake contract)",
     responses={
         200: {"model": Accepted, "description": "This request_id was taken in before"},
-        **responses(400, 401, 403, 413, 422, 503),
+        **responses(400, 401, 403, 409, 413, 422, 503),
     },
     openapi_extra={
         "requestBody": {
@@ -77,7 +77,7 @@ async def post_booking(
             "the request's requester (or patient, when no requester) is not X-Patient-Id",
             slug="patient-mismatch",
         )
-    return await run_in_threadpool(_intake, deps, payload, response)
+    return await run_in_threadpool(_intake, deps, payload, response, fnr)
 
 
 def _decode(raw: bytes) -> object:
@@ -89,9 +89,12 @@ def _decode(raw: bytes) -> object:
         return raw.decode("utf-8", "replace")
 
 
-def _intake(deps: Deps, payload: object, response: Response) -> Accepted:
+def _intake(deps: Deps, payload: object, response: Response, fnr: str) -> Accepted:
     """The Celery task's code path; 202 new, 200 a repeat, 422 invalid (stored INVALID)."""
     result = submit(deps, payload)
+    if not result.created and not patient.may_see(deps, result.booking_id, fnr):
+        # Another citizen's request_id: neither its state nor its errors are this one's to see.
+        raise ApiProblem(409, "this request_id is taken by another request", slug="id-taken")
     if result.state == State.INVALID.value:
         raise _invalid(deps, result)
     response.status_code = 202 if result.created else 200
@@ -242,7 +245,7 @@ def get_ics(uid: Ref, deps: AppDeps, fnr: PatientId) -> Response:
     summary="Cancel the citizen's appointment (a `cancel` request)",
     responses={
         200: {"model": Accepted, "description": "This cancel was taken in before"},
-        **responses(400, 401, 404, 413, 422, 503),
+        **responses(400, 401, 404, 409, 413, 422, 503),
     },
 )
 def post_cancel(
@@ -263,7 +266,7 @@ def post_cancel(
             slug="invalid-parameters",
             errors=[FieldProblem(field="patient", message="is required for this appointment")],
         )
-    return _intake(deps, payload, response)
+    return _intake(deps, payload, response, fnr)
 
 
 # -- no token ----------------------------------------------------------------------------------
