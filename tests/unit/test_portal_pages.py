@@ -73,6 +73,8 @@ class FakeApi:
         self.calls.append((request.method, request.url.path, dict(request.headers), body))
         path = request.url.path
         for prefix, status in self.fail.items():
+            if path.startswith(prefix) and status == 0:
+                raise httpx.ConnectError("refused", request=request)
             if path.startswith(prefix):
                 problem = {"type": "about:blank", "title": "x", "status": status, "detail": "x"}
                 return httpx.Response(status, json=problem)
@@ -311,7 +313,12 @@ def test_appointment_details_calendar_and_cancel(client: TestClient, api: FakeAp
 
 @pytest.mark.parametrize(
     ("status", "message"),
-    [(504, T.problem_timeout), (409, T.problem_not_reservable), (503, T.problem_busy)],
+    [
+        (504, T.problem_timeout),
+        (409, T.problem_not_reservable),
+        (503, T.problem_busy),
+        (0, T.problem_unavailable),  # no answer at all
+    ],
 )
 def test_api_problems_become_norwegian(
     client: TestClient, api: FakeApi, status: int, message: str
@@ -319,7 +326,7 @@ def test_api_problems_become_norwegian(
     login(client, "kari")
     api.fail["/v1/clinics/8090001/free-slots"] = status
     page = client.get("/bestill/kalender?for=0&clinic=8090001&service=consultation")
-    assert page.status_code == status
+    assert page.status_code == (status or 502)
     assert message in page.text
 
 
