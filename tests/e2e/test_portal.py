@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from tests.e2e.conftest import PortalStack
 from worker import texts
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]  # the stack starts in the first
 T = texts.PORTAL
 SETTLE = 60.0  # seconds the worker and simulator get to confirm a booking
 

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, wait_for
 from tests.servers import free_port, listening
 from worker import texts
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]  # the stack starts in the first
 
 
 def test_demo_portal_serves_the_pages_and_stops(redis_url: str, tmp_path: Path) -> None:
