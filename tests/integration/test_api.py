@@ -498,6 +498,8 @@ def test_free_slots_errors(stack: Stack, api: ApiProcess) -> None:
         _is_problem(c.get(f"/v1/clinics/{CLINIC}/free-slots?unit=8090021"), 422)
         bad = {"from": "2027-01-10", "to": "2027-01-01"}
         _is_problem(c.get(f"/v1/clinics/{CLINIC}/free-slots", params=bad), 422)
+        end_of_time = {"from": "9999-12-25"}
+        _is_problem(c.get(f"/v1/clinics/{CLINIC}/free-slots", params=end_of_time), 422)
         _is_problem(c.get(f"/v1/clinics/{SILENT}/free-slots"), 504)
 
 
@@ -653,3 +655,31 @@ def test_cancel_of_an_appointment_the_clinic_booked_needs_the_names(
     assert view["action"] == "cancel" and view["booking_ref"] == uid
     with api.client(fnr=ALICE) as c:
         _is_problem(c.post(f"/v1/appointments/{uid}/cancel", json=names), 404)
+
+
+def test_a_representative_reads_and_cancels_the_appointment_they_booked(
+    stack: Stack, api: ApiProcess
+) -> None:
+    requester = {
+        "fnr": PARENT,
+        "given_name": "Per",
+        "family_name": "Danser",
+        "relation": "parental_responsibility",
+    }
+    req = _reserve_for(_gp_slot(api), 304, requester=requester)
+    with api.client(fnr=PARENT) as c:
+        assert c.post("/v1/bookings", json=req).status_code == 202
+    view = _state(stack, req["request_id"], "CONFIRMED", "REJECTED")
+    assert view["state"] == "CONFIRMED", view
+    uid = view["appointment_uid"]
+    with api.client(fnr=PARENT) as c:
+        assert c.get(f"/v1/appointments/{uid}.ics").status_code == 200
+        assert uid not in {a["uid"] for a in c.get("/v1/appointments").json()}  # not theirs
+        cancel = c.post(f"/v1/appointments/{uid}/cancel")
+    with api.client(fnr=CHILD) as c:
+        assert uid in {a["uid"] for a in c.get("/v1/appointments").json()}
+    assert cancel.status_code == 202, cancel.text
+    with stack.deps.store.transaction() as s:
+        row = s.get(BookingRow, cancel.json()["id"])
+        assert row is not None and row.patient_fnr == CHILD
+        assert row.request is not None and row.request["requester"]["fnr"] == PARENT

@@ -112,9 +112,9 @@ def _api(sub: Any) -> None:
         description="Serve the portal API: booking intake, booking state, clinics, free slots, "
         "the citizen's inbox, appointments, .ics and cancel (/v1, bearer token from "
         "TIMEBOK_API_TOKENS, X-Patient-Id for the citizen), plus /healthz and /metrics without "
-        "a token. Listens on TIMEBOK_API_HOST:TIMEBOK_API_PORT (127.0.0.1:8080) unless --host / "
-        "--port say otherwise. Needs a migrated database (timebok migrate). See README "
-        "'Portal API'.",
+        "a token. OpenAPI 3.1 at /openapi.json; errors are application/problem+json. Listens on "
+        "TIMEBOK_API_HOST:TIMEBOK_API_PORT (127.0.0.1:8080) unless --host / --port say "
+        "otherwise. Needs a migrated database (timebok migrate). See README 'Portal API'.",
     )
     p.add_argument("--host", help="address to listen on (default TIMEBOK_API_HOST, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default TIMEBOK_API_PORT, 8080)")

@@ -186,7 +186,10 @@ def _period(deps: Deps, query: SlotsQuery) -> tuple[date, date]:
     """From today (Oslo) and 14 days unless asked otherwise; never a reversed period."""
     today = deps.clock().astimezone(OSLO).date()
     first = query.start or today
-    last = query.end or first + timedelta(days=DEFAULT_DAYS - 1)
+    try:
+        last = query.end or first + timedelta(days=DEFAULT_DAYS - 1)
+    except OverflowError:  # --from in the last days of year 9999
+        raise BadLookup(f"--from {first} leaves no {DEFAULT_DAYS} days to ask about") from None
     if last < first:
         raise BadLookup(f"--to {last} is before --from {first}")
     if (last - first).days >= MAX_DAYS:
