@@ -356,3 +356,16 @@ def test_templates_carry_no_words_of_their_own() -> None:
         text = re.sub(r"<[^>]*>", " ", text, flags=re.S)
         words = re.findall(r"[A-Za-zÆØÅæøå]{2,}", text)
         assert words == [], f"{template.name}: {words}"
+
+
+def test_the_api_app_serves_the_pages(tmp_path: Path) -> None:
+    """create_app mounts them under /portal (its hook), with their static files."""
+    from worker.entrypoints.api import create_app
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", api_tokens="t")  # type: ignore[arg-type]
+    with TestClient(create_app(settings)) as c:
+        login_page = c.get("/portal/logg-inn")
+        assert login_page.status_code == 200
+        assert 'lang="nb"' in login_page.text
+        assert c.get("/portal/static/portal.js").status_code == 200
+        assert c.get("/portal/timeavtaler", follow_redirects=False).status_code == 303
