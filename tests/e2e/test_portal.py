@@ -12,6 +12,7 @@ from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import PortalStack
 from worker import texts
+from worker.entrypoints.portal.people import EMMA, KARI, OLA, PER
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]  # the stack starts in the first
 T = texts.PORTAL
@@ -274,3 +275,23 @@ def test_keyboard_skip_link_and_language(guide: Guide, page: Page) -> None:
     expect(skip).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("main")).to_be_focused()
+
+
+def test_no_fnr_or_free_text_in_the_logs(guide: Guide, page: Page) -> None:
+    """After a wish sent through the pages (and whatever ran before), no process logged a
+    fødselsnummer or what the patient wrote."""
+    guide.login("Ola Nordmann")
+    page.goto(f"{guide.stack.url}/bestill/onske?for=1&clinic=8090001&service=consultation")
+    page.get_by_label(T.wish_subject).fill("Hoste om natten")
+    page.get_by_label(T.wish_message).fill("Helst etter skoletid, torsdag eller fredag.")
+    page.get_by_role("button", name=T.wish_send).click()
+    guide.receipt(T.receipt_wish_only)
+    guide.wait_for_text("/innboks?for=1", "Klinikken har svart på timeønsket ditt")
+    logs = {p.name: p.read_text(encoding="utf-8") for p in guide.stack.logs.glob("*.log")}
+    assert "POST /v1/bookings" in logs["api.log"]
+    people = (KARI, OLA, EMMA, PER)
+    for name, text in logs.items():
+        for person in people:
+            assert person.fnr not in text, f"{name} logs a fødselsnummer"
+        assert "Hoste om natten" not in text, name
+        assert "skoletid" not in text, name
