@@ -277,6 +277,21 @@ def test_keyboard_skip_link_and_language(guide: Guide, page: Page) -> None:
     expect(page.locator("main")).to_be_focused()
 
 
+def test_choosing_with_the_keyboard(guide: Guide, page: Page) -> None:
+    """Arrow keys move through a choice, Enter goes on (no mouse)."""
+    guide.login("Ola Nordmann")
+    page.goto(f"{guide.stack.url}/bestill?for=0")
+    page.get_by_label(T.for_whom_self, exact=False).focus()
+    page.keyboard.press("ArrowDown")
+    child = texts.acting_for("Emma Nordmann", "parental_responsibility")
+    expect(page.get_by_label(child)).to_be_checked()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_have_text(T.clinic_title)
+    expect(page.locator(".acting-for")).to_contain_text("Emma Nordmann")
+    page.keyboard.press("Tab")  # the skip link comes first on every page
+    expect(page.get_by_role("link", name=T.skip_link)).to_be_focused()
+
+
 def test_no_fnr_or_free_text_in_the_logs(guide: Guide, page: Page) -> None:
     """After a wish sent through the pages (and whatever ran before), no process logged a
     fødselsnummer or what the patient wrote."""
