@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-unit demo bench chaos chaos-nhn chaos-redis schema clean help
+.PHONY: install lint test test-unit test-browser demo portal screenshots bench chaos chaos-nhn chaos-redis schema clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,6 +25,9 @@ lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict
 test: $(STAMP)  ## all tests: unit, integration (real Redis + PostgreSQL), e2e (worker processes)
 	$(BIN)/python -m pytest -q
 
+test-browser: $(STAMP)  ## only the patient pages in headless Chromium (also part of `make test`)
+	$(BIN)/python -m pytest -q tests/e2e/test_portal.py
+
 test-unit: $(STAMP)  ## only the pure unit tests
 	$(BIN)/python -m pytest -q tests/unit
 
@@ -33,6 +36,12 @@ schema: $(STAMP)  ## regenerate schemas/booking-request.schema.json
 
 demo: $(STAMP)  ## run the whole booking flow on embedded defaults and print the inbox
 	$(BIN)/timebok demo
+
+portal: $(STAMP)  ## the patient pages on embedded defaults: api + worker + simulator, prints the URL
+	$(BIN)/timebok demo --portal
+
+screenshots: $(STAMP)  ## docs/screenshots/*.png: the booking guide's steps in headless Chromium
+	$(BIN)/python -m tests.e2e.screenshots
 
 bench: $(STAMP)  ## throughput benchmark against Celery's own ceiling
 	$(BIN)/timebok bench

@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int | None = None
 
+    # The patient pages (`/portal/` of `timebok api`).
+    portal_api_url: str | None = Field(
+        default=None, description="where the pages call the API; default: the API's own address"
+    )
+    portal_api_token: str | None = Field(
+        default=None, description="the pages' bearer token; default: the first TIMEBOK_API_TOKENS"
+    )
+    portal_secret: str | None = Field(
+        default=None, description="signs the login cookie; unset: a new key per process"
+    )
+
     apprec_timeout: float = Field(default=300.0, gt=0, description="seconds to wait for AppRec")
     reply_timeout: float = Field(default=7 * 24 * 3600.0, gt=0, description="seconds to wait")
     max_resends: int = Field(default=3, ge=0, description="resends (same MsgId) before FAILED")

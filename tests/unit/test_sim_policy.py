@@ -32,6 +32,7 @@ from worker import sim
 from worker.adapters.registry import Registry
 from worker.adapters.transports.base import Delivery, Outcome
 from worker.adapters.transports.kombu import Envelope as Item
+from worker.sim.policy import video_link
 
 CLINIC = Party("8090001", "Testlegekontoret")
 PORTAL = Party("8093244", "Helsenorge.no")
@@ -147,7 +148,16 @@ def test_reserve_confirmed_is_05_with_a_new_appointment_for_the_slot() -> None:
         location="Testlegekontoret, 2. etasje",
         appointment_type=AppointmentType.VIDEO,
         status="CONFIRMED",
+        url=video_link(NEW_UID),  # the patient's "Start video"
     )
+
+
+def test_an_in_person_reservation_carries_no_video_link() -> None:
+    in_person = replace(slot(), appointment_type=AppointmentType.ORDINARY)
+    decision = decide(request(Function.RESERVE, in_person), "confirm")
+    assert decision is not None
+    assert decision.event is not None
+    assert decision.event.url is None
 
 
 def test_reserve_without_slot_id_relates_to_the_requested_uid() -> None:

@@ -553,11 +553,22 @@ def _run_sim(args: argparse.Namespace, settings: Settings) -> int:
 
 def _demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="run the whole booking flow locally and print the inbox")
+    p.add_argument(
+        "--portal",
+        action="store_true",
+        help="instead: start worker, simulator and api, print the patient pages' URL, run until "
+        "Ctrl-C",
+    )
+    p.add_argument("--port", type=int, default=None, help="--portal: the API's port (8080)")
     p.set_defaults(handler=run_demo)
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
-    """Run the scripted demo."""
+    """Run the scripted demo (or, with --portal, the patient pages)."""
+    if args.portal:
+        from worker.entrypoints import portal_demo
+
+        return portal_demo.run(settings, port=args.port)
     from worker.entrypoints.demo import run
 
     return run(settings)

@@ -118,16 +118,24 @@ def _reserve(
     slot, request = msg.event, msg.request
     if not confirm or slot is None:
         return Decision(ReplyCode.NOT_AVAILABLE, REJECT_TEXTS[ReplyCode.NOT_AVAILABLE])
+    uid = new_uid()
     event = replace(
         slot,
-        uid=new_uid(),
+        uid=uid,
         related_to=slot.related_to or slot.uid,
         contact=clinic.her_id,
         location=slot.location or clinic.name,
         status=CONFIRMED,
+        url=slot.url
+        or (video_link(uid) if slot.appointment_type is AppointmentType.VIDEO else None),
     )
     practitioner = request.practitioner if request is not None else None
     return Decision(ReplyCode.CONFIRMED, None, event, practitioner)
+
+
+def video_link(uid: str) -> str:
+    """The link a confirmed video appointment carries (the patient's "Start video")."""
+    return f"https://video.example.org/rom/{uid}"
 
 
 def _wish(
