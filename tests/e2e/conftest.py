@@ -66,11 +66,16 @@ def _healthy(api_url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def portal_stack(
     redis_url: str, pg_schema: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PortalStack]:
-    """Migrated schema, a worker, the simulator (every clinic, confirming) and the API."""
+    """Migrated schema, a worker, the simulator (every clinic, confirming) and the API.
+
+    Module-scoped: its worker and simulator consume the run's Redis DB, so they must be
+    gone before the integration tests start stacks of their own on it (they would take
+    those stacks' requests and clinic messages).
+    """
     schema = f"{pg_schema}_portal"
     from sqlalchemy import create_engine, text
 
